@@ -1,0 +1,323 @@
+"""The ``mediamirror`` command. Thin: parses, calls the modules, prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from mediamirror import __version__
+from mediamirror.config import Settings, load_settings
+from mediamirror.errors import MediamirrorError
+from mediamirror.stores import PRESETS
+
+
+class Context:
+    """What every command needs: settings, and the catalog opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env: dict[str, str] = dict(os.environ)
+        self._catalog: Any = None
+
+    @property
+    def catalog(self) -> Any:
+        if self._catalog is None:
+            from mediamirror.catalog import Catalog
+
+            self._catalog = Catalog(self.settings.catalog_url)
+        return self._catalog
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _err(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mediamirror")
+@click.option("--home", help="Data directory [env MEDIAMIRROR_HOME; default ./mediamirror-data].")
+@click.option("--database-url", help="Catalog database URL [env MEDIAMIRROR_DATABASE_URL].")
+@click.option("--config", "config_path", help="config.yaml to read [env MEDIAMIRROR_CONFIG].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    home: str | None,
+    database_url: str | None,
+    config_path: str | None,
+    log_level: str | None,
+) -> None:
+    """mediamirror: mirror media in object storage into a browsable dataset catalog."""
+    settings = load_settings(
+        {"home": home, "database_url": database_url, "config": config_path, "log_level": log_level}
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = Context(settings)
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def source() -> None:
+    """Add, list, show and remove sources (stores mirrored read-only)."""
+
+
+@source.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="S3-compatible service.")
+@click.option("--endpoint-url", help="S3 API endpoint, e.g. http://127.0.0.1:9000 for MinIO.")
+@click.option("--region", help="Region of the bucket.")
+@click.option("--profile", help="AWS profile to take credentials from.")
+@click.option("--addressing", type=click.Choice(["auto", "path", "virtual"]), default=None)
+@click.option("--access-key-env", metavar="VAR", help="Env variable holding the access key.")
+@click.option("--secret-key-env", metavar="VAR", help="Env variable holding the secret key.")
+@click.option("--mount", help="Catalog folder to mirror into [default: /NAME].")
+@click.option("--include", metavar="REGEX", help="Only keys (relative to the prefix) matching.")
+@click.option("--exclude", metavar="REGEX", help="Skip keys (relative to the prefix) matching.")
+@click.option("--no-check", is_flag=True, help="Do not list the store before adding it.")
+@pass_ctx
+def source_add(
+    obj: Context,
+    /,
+    name: str,
+    url: str,
+    mount: str | None,
+    include: str | None,
+    exclude: str | None,
+    no_check: bool,
+    **store_options: Any,
+) -> None:
+    """Add source NAME mirroring URL (s3://bucket/prefix, gs://bucket/prefix, file:///path).
+
+    Credentials are never stored: only the names of the environment variables (or the
+    profile) they come from. Presets: aws, minio, do-spaces (DO_SPACES_KEY,
+    DO_SPACES_SECRET, DO_SPACES_REGION, DO_SPACES_BUCKET, DO_SPACES_ENDPOINT), gcs (HMAC
+    keys in GS_ACCESS_KEY_ID and GS_SECRET_ACCESS_KEY).
+    """
+    from mediamirror.sources import add_source
+
+    src = add_source(
+        obj.catalog,
+        name,
+        url,
+        env=obj.env,
+        mount=mount,
+        include=include,
+        exclude=exclude,
+        check=not no_check,
+        **store_options,
+    )
+    click.echo(f"added source {src.name}: {src.url} -> {src.mount}")
+
+
+def _source_dict(src: Any) -> dict[str, Any]:
+    return {
+        "name": src.name,
+        "url": src.url,
+        "mount": src.mount,
+        "preset": src.preset,
+        "endpoint_url": src.endpoint_url,
+        "region": src.region,
+        "profile": src.profile,
+        "addressing": src.addressing,
+        "credentials": dict(src.credentials or {}),
+        "include": src.include,
+        "exclude": src.exclude,
+        "created_at": src.created_at.isoformat(),
+    }
+
+
+@source.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def source_list(obj: Context, as_json: bool) -> None:
+    """List sources."""
+    from mediamirror.sources import list_sources
+
+    sources = list_sources(obj.catalog)
+    if as_json:
+        click.echo(json.dumps([_source_dict(s) for s in sources], indent=2))
+        return
+    if not sources:
+        click.echo("no sources yet: add one with `mediamirror source add NAME URL`")
+    for s in sources:
+        click.echo(f"{s.name:20} {s.url:50} {s.mount}")
+
+
+@source.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def source_show(obj: Context, name: str, as_json: bool) -> None:
+    """Show one source and its last sync runs."""
+    from mediamirror.sources import get_source, recent_runs
+
+    src = get_source(obj.catalog, name)
+    info = _source_dict(src)
+    info["runs"] = recent_runs(obj.catalog, src.id)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key != "runs" and value not in (None, {}, ""):
+            click.echo(f"{key:14} {value}")
+    for run in info["runs"]:
+        click.echo(
+            f"sync #{run['id']:<5} {run['state']:8} {run['started_at'][:19]}  "
+            f"+{run['added']} ~{run['changed']} -{run['deleted']} ={run['unchanged']}"
+            + (f"  {run['error']}" if run["error"] else "")
+        )
+
+
+@source.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def source_remove(obj: Context, name: str, yes: bool) -> None:
+    """Forget a source and its catalog folders (the store itself is never touched)."""
+    from mediamirror.sources import get_source, remove_source
+
+    src = get_source(obj.catalog, name)
+    if not yes:
+        click.confirm(f"remove source {name} and its catalog folder {src.mount}?", abort=True)
+    remove_source(obj.catalog, name)
+    click.echo(f"removed source {name}")
+
+
+# -- sync --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A Rich progress line with keys/s, only when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,.0f} keys"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def update(done: int) -> None:
+            speed = bar.tasks[0].speed
+            bar.update(task, completed=done, rate=f"{speed:,.0f} keys/s" if speed else "")
+
+        yield update
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@pass_ctx
+def sync(obj: Context, names: tuple[str, ...], quiet: bool) -> None:
+    """Sync sources into the catalog: add new keys, update changed ones, mark gone ones
+    deleted. Incremental, batched, and safe to interrupt and run again."""
+    from mediamirror.sources import sync_source
+
+    for name in names:
+        with _progress(f"sync {name}", quiet) as progress:
+            summary = sync_source(obj.catalog, obj.settings, name, obj.env, progress)
+        click.echo(summary.line())
+
+
+# -- browsing --------------------------------------------------------------------------------
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)
+
+
+@cli.command("ls")
+@click.argument("path", default="/")
+@click.option("--recursive", "-r", is_flag=True, help="Everything below PATH.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document of folders and items.")
+@pass_ctx
+def ls(obj: Context, path: str, recursive: bool, as_json: bool) -> None:
+    """Show the catalog tree at PATH (a catalog path such as /sample/videos)."""
+    from mediamirror.catalog.tree import walk
+
+    with obj.catalog.read() as conn:
+        folder, folders, items = walk(conn, path, recursive)
+        if as_json:
+            _ls_json(folder, folders, items, path)
+        else:
+            _ls_text(folders, items)
+
+
+def _ls_json(folder: Any, folders: Iterator[Any], items: Iterator[Any], path: str) -> None:
+    """Streamed, so a million items never sit in memory at once."""
+    out = sys.stdout
+    out.write('{"path": ' + json.dumps(folder["path"] if folder else "/"))
+    out.write(', "folder": ' + json.dumps(folder))
+    for name, rows in (("folders", folders), ("items", items)):
+        out.write(f', "{name}": [')
+        for i, row in enumerate(rows):
+            out.write(("," if i else "") + "\n  " + json.dumps(row, ensure_ascii=False))
+        out.write("]")
+    out.write("}\n")
+
+
+def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
+    empty = True
+    for f in folders:
+        empty = False
+        badge = f" [{f['type']}]" if f["type"] else ""
+        state = "" if f["state"] == "present" else f" ({f['state']})"
+        mark = " *" if f["meta"].get("MarkForPostProcess") is True else ""
+        click.echo(f"{f['path']}/{badge}{state}{mark}")
+    for i in items:
+        empty = False
+        state = "" if i["state"] == "present" else f" ({i['state']})"
+        click.echo(f"{i['folder']}/{i['name']}  {_human_size(i['size'])}{state}")
+    if empty:
+        click.echo("(empty)")
+
+
+def main() -> None:
+    """Entry point: one clear line for every expected error, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _err("aborted")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MediamirrorError as exc:
+        _err(str(exc))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

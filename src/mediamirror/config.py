@@ -1,0 +1,172 @@
+"""Settings: each declared once (name, default, help), read from
+defaults < config.yaml < ``MEDIAMIRROR_<NAME>`` environment variables < command-line flags.
+
+This is the only module that reads ``os.environ`` for settings; everything else receives a
+:class:`Settings` object (or plain values) as arguments. Any string in config.yaml may be
+``${VAR}``: it is replaced by that environment variable when the file is read, so secrets
+stay out of the file and out of the catalog.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mediamirror.errors import ConfigError
+
+ENV_PREFIX = "MEDIAMIRROR_"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _setting(default: Any, help: str, *, env: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every mediamirror setting. Field metadata holds the help text shown in the docs."""
+
+    home: str = _setting(
+        "./mediamirror-data", "Data directory: SQLite catalog, local outputs, sample media."
+    )
+    database_url: str = _setting(
+        "", "Catalog database URL. Empty means SQLite (WAL) at <home>/catalog.db."
+    )
+    config: str = _setting("", "Path of config.yaml. Empty means <home>/config.yaml.")
+    log_level: str = _setting("warning", "Log level: debug, info, warning or error.")
+    sync_lease_seconds: int = _setting(
+        60,
+        "A sync holds its source's lease this long between renewals; a crashed sync "
+        "gives the source up after it expires (at once if its process is gone on this host).",
+    )
+    sync_page_size: int = _setting(
+        1000, "Keys per listing page; each page is written in one catalog transaction."
+    )
+    large_image_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "A raster image (jpg, png, tif...) at least this many bytes becomes its own "
+        "large-image dataset instead of a frame of an image sequence.",
+    )
+    auto_postprocess: bool = _setting(
+        True, "Queue post-processing jobs for marked datasets at the end of every sync."
+    )
+    sections: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Nested blocks of config.yaml (email, processors, ...).", "skip": True},
+    )
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    @property
+    def catalog_url(self) -> str:
+        """The database URL in force, defaulting to SQLite under home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home_path / 'catalog.db').resolve()}"
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.config).expanduser() if self.config else self.home_path / "config.yaml"
+
+
+def declared() -> list[dataclasses.Field[Any]]:
+    """The settings table: every field a user can set (for docs and validation)."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("skip")]
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(value)
+        if kind_name == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: {value!r} is not a valid {kind_name}") from None
+
+
+def expand_vars(value: Any, env: Mapping[str, str], where: str = "config.yaml") -> Any:
+    """Replace ``${VAR}`` in every string of a YAML tree by the environment's value."""
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var not in env:
+                raise ConfigError(f"{where}: ${{{var}}} is used but not set in the environment")
+            return env[var]
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, list):
+        return [expand_vars(v, env, where) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_vars(v, env, where) for k, v in value.items()}
+    return value
+
+
+def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: cannot read config: {first}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return dict(expand_vars(data, env, str(path)))
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve every setting: defaults < config.yaml < environment < ``overrides``."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name: f for f in declared()}
+    # home and config decide where config.yaml is, so resolve them first.
+    values: dict[str, Any] = {}
+    for name in ("home", "config"):
+        raw = overrides.get(name, env.get(env_name(name), known[name].default))
+        values[name] = _coerce(name, raw, known[name].type)
+    probe = Settings(home=values["home"], config=values["config"])
+    data = _read_yaml(probe.config_path, env)
+    sections = {k: v for k, v in data.items() if isinstance(v, (dict, list))}
+    for key in data:
+        if key not in known and key not in sections:
+            raise ConfigError(f"{probe.config_path}: unknown setting {key!r}")
+    for name, fld in known.items():
+        raw = fld.default
+        if name in data and name not in sections:
+            raw = data[name]
+        if env_name(name) in env:
+            raw = env[env_name(name)]
+        if name in overrides:
+            raw = overrides[name]
+        values[name] = _coerce(name, raw, fld.type)
+    settings = Settings(**values, sections=sections)
+    if settings.sync_page_size < 1 or settings.sync_lease_seconds < 1:
+        raise ConfigError("sync_page_size and sync_lease_seconds must be positive")
+    return settings

@@ -1,0 +1,69 @@
+"""One error tree for the whole package.
+
+Library exceptions are translated into these at module boundaries (``raise ... from exc``)
+so that the CLI and the API can show users one clear line instead of a traceback.
+Each class carries the HTTP status an API handler should answer with.
+"""
+
+from __future__ import annotations
+
+
+class MediamirrorError(Exception):
+    """Root of every error mediamirror raises on purpose."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MediamirrorError):
+    """A setting, a config file or a command-line value is invalid."""
+
+    status = 400
+
+
+class NotFoundError(MediamirrorError):
+    """A named thing (source, folder, job...) does not exist."""
+
+    status = 404
+
+
+class ConflictError(MediamirrorError):
+    """The request conflicts with the current state (name taken, sync already running)."""
+
+    status = 409
+
+
+class StoreError(MediamirrorError):
+    """A store could not be reached, listed or read."""
+
+    status = 502
+
+
+class CatalogError(MediamirrorError):
+    """The catalog database could not be opened or migrated."""
+
+
+class SyncError(MediamirrorError):
+    """A sync could not run to the end."""
+
+
+class ProcessingError(MediamirrorError):
+    """A processor failed on its input; the message says why in one line."""
+
+    status = 422
+
+
+class TransientProcessingError(ProcessingError):
+    """A processor failed for a reason that may go away on retry (network, timeout)."""
+
+
+class JobError(MediamirrorError):
+    """A job could not be queued, claimed or changed."""
+
+    status = 409

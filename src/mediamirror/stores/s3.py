@@ -1,0 +1,195 @@
+"""S3-compatible stores: AWS S3, MinIO, DigitalOcean Spaces, GCS (interoperable XML API)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ProfileNotFound,
+)
+
+from mediamirror.errors import ConfigError, NotFoundError, StoreError
+from mediamirror.stores.base import ObjectInfo
+
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+    "403",
+}
+
+
+class S3Store:
+    """A bucket and prefix behind any S3-compatible endpoint."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        scheme: str = "s3",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        addressing: str = "auto",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        page_size: int = 1000,
+        credentials_hint: str = "",
+    ) -> None:
+        self.scheme = scheme
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.page_size = min(max(page_size, 1), 1000)
+        self.credentials_hint = credentials_hint
+        try:
+            session = boto3.session.Session(
+                profile_name=profile,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                aws_session_token=session_token,
+            )
+        except ProfileNotFound as exc:
+            raise ConfigError(f"AWS profile {profile!r} is not configured") from exc
+        config = Config(
+            s3=cast(Any, {"addressing_style": addressing}),
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=16,
+            # GCS and older MinIO reject the newer default checksum headers.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client: Any = session.client(
+            "s3", endpoint_url=endpoint_url, region_name=region or None, config=config
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+    def object_url(self, key: str) -> str:
+        return f"{self.scheme}://{self.bucket}/{key}"
+
+    def _fail(self, exc: Exception, action: str, key: str | None = None) -> NoReturn:
+        """Translate a boto error into one clear line."""
+        where = self.object_url(key) if key is not None else self.where
+        endpoint = self.endpoint_url or "the default AWS endpoint"
+        if isinstance(exc, NoCredentialsError):
+            hint = self.credentials_hint or "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --profile"
+            raise StoreError(f"no credentials to {action} {where}: set {hint}") from exc
+        if isinstance(exc, EndpointConnectionError):
+            raise StoreError(f"cannot reach {endpoint} to {action} {where}") from exc
+        if isinstance(exc, ParamValidationError):
+            raise StoreError(f"cannot {action} {where}: {exc}") from exc
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                raise StoreError(f"bucket {self.bucket!r} does not exist at {endpoint}") from exc
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise NotFoundError(f"{where} does not exist") from exc
+            if code in _DENIED or status == 403:
+                hint = (
+                    f" (credentials from {self.credentials_hint})" if self.credentials_hint else ""
+                )
+                raise StoreError(f"access denied to {where}: check the credentials{hint}") from exc
+            message = err.get("Message") or code or str(exc)
+            raise StoreError(f"cannot {action} {where}: {message}") from exc
+        if isinstance(exc, BotoCoreError):
+            raise StoreError(f"cannot {action} {where}: {exc}") from exc
+        raise exc
+
+    def check(self) -> None:
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "list")
+
+    def list_pages(self, start_after: str | None = None) -> Iterator[list[ObjectInfo]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        pages = paginator.paginate(**kwargs, PaginationConfig={"PageSize": self.page_size})
+        try:
+            for page in pages:
+                yield [
+                    ObjectInfo(
+                        key=obj["Key"],
+                        size=obj["Size"],
+                        etag=obj.get("ETag", "").strip('"'),
+                        last_modified=obj["LastModified"].astimezone(UTC),
+                    )
+                    for obj in page.get("Contents", ())
+                ]
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "list")
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "read", key)
+        return ObjectInfo(
+            key=key,
+            size=resp["ContentLength"],
+            etag=resp.get("ETag", "").strip('"'),
+            last_modified=resp["LastModified"].astimezone(UTC),
+        )
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            return bytes(resp["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            self._fail(exc, "read", key)
+        except BotoCoreError as exc:
+            self._fail(exc, "read", key)
+
+    def download(self, key: str, dest: Path) -> None:
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            self.client.download_file(self.bucket, key, str(tmp))
+        except (BotoCoreError, ClientError) as exc:
+            tmp.unlink(missing_ok=True)
+            self._fail(exc, "download", key)
+        os.replace(tmp, dest)
+
+    def put_file(self, key: str, src: Path, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        try:
+            # An S3 object appears all at once when its upload completes.
+            self.client.upload_file(str(src), self.bucket, key, ExtraArgs=extra)
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "write", key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "delete", key)

@@ -1,0 +1,1 @@
+"""Sync: listing a source page by page, diffing against the catalog, writing in batches."""

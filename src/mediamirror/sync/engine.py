@@ -1,0 +1,479 @@
+"""The sync engine: a streamed merge of a sorted listing against the catalog.
+
+Each chunk of the listing covers the key range ``(previous chunk's last key, this chunk's
+last key]``. In one transaction the engine reads the catalog's items in that range, adds
+new keys, updates changed ones, marks missing ones deleted and fixes dataset metadata.
+A sync killed at any moment leaves every committed chunk consistent, and the next run
+simply merges again: nothing is lost or duplicated, and unchanged keys cost no writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from mediamirror.catalog import leases
+from mediamirror.catalog.db import Catalog
+from mediamirror.catalog.models import FOLDERS, ITEMS, SYNC_RUNS, Source, utcnow
+from mediamirror.errors import SyncError
+from mediamirror.stores.base import ObjectInfo, Store
+from mediamirror.sync.layout import (
+    SIDECAR_EXTENSIONS,
+    Layout,
+    Placement,
+    dataset_metadata,
+    extension,
+    group_prefix,
+)
+
+RUNS = SYNC_RUNS
+_HOLDBACK_LIMIT = 10_000
+_ID_BATCH = 500
+
+
+@dataclass
+class SyncSummary:
+    """The figures of one sync run."""
+
+    source: str
+    listed: int = 0
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    run_id: int | None = None
+
+    @property
+    def writes(self) -> int:
+        return self.added + self.changed + self.deleted
+
+    def line(self) -> str:
+        rate = self.listed / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.source}: {self.added} added, {self.changed} changed, "
+            f"{self.deleted} deleted, {self.unchanged} unchanged "
+            f"in {self.seconds:.2f} s ({rate:,.0f} keys/s)"
+        )
+
+
+def prefetch(pages: Iterable[list[ObjectInfo]], depth: int = 2) -> Iterator[list[ObjectInfo]]:
+    """Fetch the next listing pages in a thread while the current one is written."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        q.put(page, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="mediamirror-list", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def rechunk(pages: Iterable[list[ObjectInfo]]) -> Iterator[list[ObjectInfo]]:
+    """Re-cut pages so that keys of one sidecar group (``dir/clip.*``) share a chunk."""
+    carry: list[ObjectInfo] = []
+    for page in pages:
+        buf = carry + page if carry else page
+        if not buf:
+            continue
+        prefix = group_prefix(buf[-1].key)
+        cut = len(buf)
+        if prefix is not None:
+            while cut > 0 and buf[cut - 1].key.startswith(prefix):
+                cut -= 1
+        if cut == 0 and len(buf) < _HOLDBACK_LIMIT:
+            carry = buf
+            continue
+        if cut == 0:
+            cut = len(buf)
+        carry = buf[cut:]
+        yield buf[:cut]
+    if carry:
+        yield carry
+
+
+class SyncEngine:
+    """Syncs one source into the catalog."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        source: Source,
+        store: Store,
+        *,
+        large_image_bytes: int,
+        lease_seconds: float = 60.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.source = source
+        self.store = store
+        self.layout = Layout(store.prefix, store.object_url, large_image_bytes)
+        self.lease_seconds = lease_seconds
+        self.progress = progress
+        self.include = re.compile(source.include) if source.include else None
+        self.exclude = re.compile(source.exclude) if source.exclude else None
+        from mediamirror.sync.folders import FolderIndex
+
+        self.folders = FolderIndex(source.id, source.mount)
+        self.summary = SyncSummary(source=source.name)
+        self._owner = leases.new_owner()
+        self._lease = f"sync:{source.id}"
+        self._renewed = 0.0
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self) -> SyncSummary:
+        started = time.monotonic()
+        taken_over = leases.acquire(self.catalog, self._lease, self._owner, self.lease_seconds)
+        self._renewed = time.monotonic()
+        try:
+            self._begin_run(interrupted=taken_over is not None)
+            try:
+                last = self._merge_listing()
+                self._delete_tail(last)
+            except BaseException as exc:
+                self.summary.seconds = time.monotonic() - started
+                self._end_run("error", _one_line(exc))
+                raise
+            self.summary.seconds = time.monotonic() - started
+            self._end_run("success", None)
+        finally:
+            leases.release(self.catalog, self._lease, self._owner)
+        return self.summary
+
+    def _begin_run(self, interrupted: bool) -> None:
+        with self.catalog.write() as conn:
+            # A run left "running" by a crashed sync is closed now that we hold the lease.
+            conn.execute(
+                update(RUNS)
+                .where(RUNS.c.source_id == self.source.id, RUNS.c.state == "running")
+                .values(state="error", error="interrupted", finished_at=utcnow())
+            )
+            self.summary.run_id = conn.execute(
+                insert(RUNS).values(source_id=self.source.id, state="running")
+            ).inserted_primary_key[0]  # type: ignore[index]
+
+    def _end_run(self, state: str, error: str | None) -> None:
+        s = self.summary
+        with self.catalog.write() as conn:
+            conn.execute(
+                update(RUNS)
+                .where(RUNS.c.id == s.run_id)
+                .values(
+                    state=state,
+                    error=error,
+                    finished_at=utcnow(),
+                    seconds=s.seconds,
+                    listed=s.listed,
+                    added=s.added,
+                    changed=s.changed,
+                    deleted=s.deleted,
+                    unchanged=s.unchanged,
+                )
+            )
+
+    def _renew(self) -> None:
+        if time.monotonic() - self._renewed > self.lease_seconds / 3:
+            leases.renew(self.catalog, self._lease, self._owner, self.lease_seconds)
+            self._renewed = time.monotonic()
+
+    def _merge_listing(self) -> str | None:
+        last: str | None = None
+        for chunk in rechunk(prefetch(self.store.list_pages())):
+            for a, b in itertools.pairwise(chunk):
+                if a.key >= b.key:
+                    raise SyncError(f"the store listed {b.key!r} after {a.key!r}: not sorted")
+            if last is not None and chunk[0].key <= last:
+                raise SyncError(f"the store listed {chunk[0].key!r} again: not sorted")
+            with self.catalog.write() as conn:
+                self._apply(conn, chunk, last)
+            last = chunk[-1].key
+            self.summary.listed += len(chunk)
+            if self.progress is not None:
+                self.progress(self.summary.listed)
+            self._renew()
+        return last
+
+    # -- one chunk -----------------------------------------------------------------------
+
+    def _wanted(self, obj: ObjectInfo) -> bool:
+        rel = obj.key[len(self.layout.prefix) :]
+        if not rel or rel.endswith("/"):
+            return False
+        if self.include is not None and not self.include.search(rel):
+            return False
+        return not (self.exclude is not None and self.exclude.search(rel))
+
+    def _apply(self, conn: Connection, chunk: list[ObjectInfo], low: str | None) -> None:
+        markers = [o for o in chunk if o.key.endswith("/") and len(o.key) > len(self.store.prefix)]
+        objs = [o for o in chunk if self._wanted(o)]
+        self.summary.skipped += len(chunk) - len(objs) - len(markers)
+        high = chunk[-1].key
+        query = select(
+            ITEMS.c.id,
+            ITEMS.c.key,
+            ITEMS.c.size,
+            ITEMS.c.etag,
+            ITEMS.c.last_modified,
+            ITEMS.c.state,
+            ITEMS.c.folder_id,
+        ).where(ITEMS.c.source_id == self.source.id, ITEMS.c.key <= high)
+        if low is not None:
+            query = query.where(ITEMS.c.key > low)
+        existing = {row.key: row for row in conn.execute(query)}
+
+        fresh: list[ObjectInfo] = []  # new or back after deletion
+        changed: list[tuple[ObjectInfo, Any]] = []
+        sidecars: list[tuple[ObjectInfo, Any]] = []
+        for obj in objs:
+            row = existing.pop(obj.key, None)
+            if row is None:
+                fresh.append(obj)
+            elif row.state != "present" or (
+                row.etag != obj.etag
+                or row.size != obj.size
+                or row.last_modified != obj.last_modified
+            ):
+                changed.append((obj, row))
+            else:
+                self.summary.unchanged += 1
+                if extension(obj.key) in SIDECAR_EXTENSIONS:
+                    sidecars.append((obj, row))
+        gone = [row for row in existing.values() if row.state == "present"]
+
+        if fresh or changed or sidecars or markers:
+            self._write(conn, objs, fresh, changed, sidecars, markers)
+        if gone:
+            self._mark_deleted(conn, gone)
+
+    def _write(
+        self,
+        conn: Connection,
+        objs: list[ObjectInfo],
+        fresh: list[ObjectInfo],
+        changed: list[tuple[ObjectInfo, Any]],
+        sidecars: list[tuple[ObjectInfo, Any]],
+        markers: list[ObjectInfo],
+    ) -> None:
+        needs_videos = (
+            any(extension(o.key) in SIDECAR_EXTENSIONS for o in fresh)
+            or sidecars
+            or any(extension(o.key) in SIDECAR_EXTENSIONS for o, _ in changed)
+        )
+        videos = self.layout.videos_by_stem((o.key, o.size) for o in objs) if needs_videos else {}
+        place = self.layout.place
+        full = self.folders.full
+        placed_fresh = [(o, full(place(o.key, o.size, videos).folder)) for o in fresh]
+        placements: dict[str, Placement] = {}
+        for o in fresh:
+            p = place(o.key, o.size, videos)
+            if p.dataset is not None:
+                placements.setdefault(full(p.folder), p)
+        for o, _ in changed:
+            p = place(o.key, o.size, videos)
+            if p.dataset is not None:
+                placements.setdefault(full(p.folder), p)
+        placed_changed = [(o, row, full(place(o.key, o.size, videos).folder)) for o, row in changed]
+        placed_sidecars = [
+            (o, row, full(place(o.key, o.size, videos).folder)) for o, row in sidecars
+        ]
+        marker_paths = {full(self.layout.relative(m.key).rstrip("/")) for m in markers}
+
+        paths = {p for _, p in placed_fresh} | {p for _, _, p in placed_changed}
+        paths |= {p for _, _, p in placed_sidecars} | marker_paths | set(placements)
+        new_meta = {path: dataset_metadata(p) for path, p in placements.items()}
+        ids, created = self.folders.resolve(conn, paths, new_meta)
+        self._mark_datasets(conn, {ids[p]: placements[p] for p in placements if p not in created})
+
+        now = utcnow()
+        sid = self.source.id
+        if placed_fresh:
+            conn.execute(
+                insert(ITEMS),
+                [
+                    {
+                        "source_id": sid,
+                        "folder_id": ids[path],
+                        "key": o.key,
+                        "name": o.key[o.key.rfind("/") + 1 :],
+                        "size": o.size,
+                        "etag": o.etag,
+                        "last_modified": o.last_modified,
+                        "state": "present",
+                        "needs_processing": True,
+                        "updated_at": now,
+                    }
+                    for o, path in placed_fresh
+                ],
+            )
+            self.summary.added += len(placed_fresh)
+        if placed_changed:
+            conn.execute(
+                update(ITEMS)
+                .where(ITEMS.c.id == bindparam("b_id"))
+                .values(
+                    folder_id=bindparam("b_folder"),
+                    size=bindparam("b_size"),
+                    etag=bindparam("b_etag"),
+                    last_modified=bindparam("b_lm"),
+                    state="present",
+                    needs_processing=True,
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": row.id,
+                        "b_folder": ids[path],
+                        "b_size": o.size,
+                        "b_etag": o.etag,
+                        "b_lm": o.last_modified,
+                    }
+                    for o, row, path in placed_changed
+                ],
+            )
+            readded = sum(1 for _, row, _ in placed_changed if row.state != "present")
+            self.summary.added += readded
+            self.summary.changed += len(placed_changed) - readded
+        moves = [
+            {"b_id": row.id, "b_folder": ids[path]}
+            for _, row, path in placed_sidecars
+            if ids[path] != row.folder_id
+        ]
+        if moves:
+            conn.execute(
+                update(ITEMS)
+                .where(ITEMS.c.id == bindparam("b_id"))
+                .values(folder_id=bindparam("b_folder"), updated_at=now),
+                moves,
+            )
+
+    def _mark_datasets(self, conn: Connection, existing: dict[int, Placement]) -> None:
+        """Existing folders that got new or changed media: make them datasets, or mark
+        them for post-processing again, and bring empty ones back."""
+        if not existing:
+            return
+        rows = conn.execute(
+            select(FOLDERS.c.id, FOLDERS.c.meta, FOLDERS.c.state).where(
+                FOLDERS.c.id.in_(list(existing))
+            )
+        ).all()
+        changes = []
+        for fid, meta, state in rows:
+            meta = dict(meta or {})
+            if "type" not in meta:
+                meta.update(dataset_metadata(existing[fid]))
+            elif meta.get("MarkForPostProcess") is True and state == "present":
+                continue
+            else:
+                meta["MarkForPostProcess"] = True
+            changes.append({"b_id": fid, "b_meta": meta})
+        if changes:
+            conn.execute(
+                update(FOLDERS)
+                .where(FOLDERS.c.id == bindparam("b_id"))
+                .values(meta=bindparam("b_meta"), state="present", updated_at=utcnow()),
+                changes,
+            )
+
+    def _mark_deleted(self, conn: Connection, rows: Sequence[Any]) -> None:
+        now = utcnow()
+        ids = [row.id for row in rows]
+        for i in range(0, len(ids), _ID_BATCH):
+            conn.execute(
+                update(ITEMS)
+                .where(ITEMS.c.id.in_(ids[i : i + _ID_BATCH]))
+                .values(state="deleted", updated_at=now)
+            )
+        self.summary.deleted += len(ids)
+        self._mark_empty(conn, {row.folder_id for row in rows})
+
+    def _mark_empty(self, conn: Connection, folder_ids: set[int]) -> None:
+        """Datasets left without any present item are marked ``empty``, never dropped."""
+        fids = list(folder_ids)
+        for i in range(0, len(fids), _ID_BATCH):
+            batch = fids[i : i + _ID_BATCH]
+            alive = {
+                fid
+                for (fid,) in conn.execute(
+                    select(ITEMS.c.folder_id)
+                    .where(ITEMS.c.folder_id.in_(batch), ITEMS.c.state == "present")
+                    .group_by(ITEMS.c.folder_id)
+                )
+            }
+            dead = [fid for fid in batch if fid not in alive]
+            if not dead:
+                continue
+            datasets = [
+                fid
+                for fid, meta in conn.execute(
+                    select(FOLDERS.c.id, FOLDERS.c.meta).where(
+                        FOLDERS.c.id.in_(dead), FOLDERS.c.state == "present"
+                    )
+                )
+                if meta and "type" in meta
+            ]
+            if datasets:
+                conn.execute(
+                    update(FOLDERS)
+                    .where(FOLDERS.c.id.in_(datasets))
+                    .values(state="empty", updated_at=utcnow())
+                )
+
+    def _delete_tail(self, last: str | None) -> None:
+        """Keys after the last listed one are gone from the store."""
+        while True:
+            with self.catalog.write() as conn:
+                query = (
+                    select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.folder_id)
+                    .where(ITEMS.c.source_id == self.source.id, ITEMS.c.state == "present")
+                    .order_by(ITEMS.c.key)
+                    .limit(1000)
+                )
+                if last is not None:
+                    query = query.where(ITEMS.c.key > last)
+                rows = conn.execute(query).all()
+                if not rows:
+                    return
+                self._mark_deleted(conn, rows)
+            last = rows[-1].key
+            self._renew()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

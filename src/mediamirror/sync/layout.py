@@ -1,0 +1,160 @@
+"""Layout rules: what each key becomes in the catalog (DIVE's S3 import conventions).
+
+* a video becomes its own dataset folder ``Video {filename}`` holding the video item;
+* a folder whose files include images becomes an ``image-sequence`` dataset;
+* a whole-slide image, or a raster image of at least ``large_image_bytes``, becomes its own
+  ``large-image`` dataset folder ``Large image {filename}``;
+* ``.json``/``.csv`` sidecars named after a video (``clip.json`` or ``clip.mov.json`` next to
+  ``clip.mov``) join that video's dataset;
+* everything else is a plain item in the folder of its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+VIDEO_EXTENSIONS = frozenset(
+    "3g2 3gp asf avi dv f4v flv m2t m2ts m2v m4v mkv mov mp4 mpe mpeg mpg mts mxf "
+    "ogm ogv qt rm rmvb ts vob webm wmv".split()
+)
+IMAGE_EXTENSIONS = frozenset("bmp gif jpe jpeg jpg jp2 png tif tiff webp".split())
+#: Whole-slide and other formats that are always viewed as tiled large images.
+LARGE_IMAGE_EXTENSIONS = frozenset("bif czi mrxs ndpi qptiff scn svs svslide vms vmu".split())
+SIDECAR_EXTENSIONS = frozenset({"json", "csv"})
+
+VIDEO_PREFIX = "Video "
+LARGE_IMAGE_PREFIX = "Large image "
+
+
+class Kind(StrEnum):
+    VIDEO = "video"
+    IMAGE = "image"
+    LARGE_IMAGE = "large-image"
+    SIDECAR = "sidecar"
+    OTHER = "other"
+
+
+class DatasetType(StrEnum):
+    VIDEO = "video"
+    IMAGE_SEQUENCE = "image-sequence"
+    LARGE_IMAGE = "large-image"
+
+
+def extension(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot + 1 :].lower() if dot > 0 else ""
+
+
+def classify(name: str, size: int, large_image_bytes: int) -> Kind:
+    ext = extension(name)
+    if ext in VIDEO_EXTENSIONS:
+        return Kind.VIDEO
+    if ext in LARGE_IMAGE_EXTENSIONS:
+        return Kind.LARGE_IMAGE
+    if ext in IMAGE_EXTENSIONS:
+        return Kind.LARGE_IMAGE if size >= large_image_bytes else Kind.IMAGE
+    if ext in SIDECAR_EXTENSIONS:
+        return Kind.SIDECAR
+    return Kind.OTHER
+
+
+def split_key(rel: str) -> tuple[str, str]:
+    """``a/b/clip.mov`` -> (``a/b``, ``clip.mov``)."""
+    slash = rel.rfind("/")
+    return (rel[:slash], rel[slash + 1 :]) if slash >= 0 else ("", rel)
+
+
+def group_prefix(key: str) -> str | None:
+    """Keys sharing this prefix may attach to each other (``dir/clip.``); None if no dot."""
+    slash = key.rfind("/")
+    dot = key.find(".", slash + 1)
+    return key[: dot + 1] if dot > slash + 1 else None
+
+
+def sidecar_stems(name: str) -> tuple[str, ...]:
+    """Video names or stems a sidecar may belong to: ``clip.mov.json`` -> (clip.mov,)."""
+    dot = name.rfind(".")
+    return (name[:dot],) if dot > 0 else ()
+
+
+def video_stems(name: str) -> tuple[str, str]:
+    dot = name.rfind(".")
+    return (name, name[:dot] if dot > 0 else name)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one key goes: folder path relative to the mount, and the dataset it makes."""
+
+    folder: str  # "" is the mount folder itself
+    dataset: DatasetType | None = None
+    import_path: str = ""
+    import_source: str = ""
+
+
+def join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def dataset_metadata(placement: Placement) -> dict[str, Any]:
+    """DIVE-compatible metadata of a new dataset folder."""
+    assert placement.dataset is not None
+    return {
+        "type": placement.dataset.value,
+        "fps": -1,
+        "import_path": placement.import_path,
+        "import_source": placement.import_source,
+        "MarkForPostProcess": True,
+    }
+
+
+class Layout:
+    """Places keys of one source; ``prefix`` is the source's key prefix (stripped)."""
+
+    def __init__(self, prefix: str, object_url: Any, large_image_bytes: int) -> None:
+        self.prefix = prefix
+        self.object_url = object_url
+        self.large_image_bytes = large_image_bytes
+
+    def relative(self, key: str) -> str:
+        return key[len(self.prefix) :]
+
+    def videos_by_stem(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, str], str]:
+        """(dir, stem) -> video name, for sidecar matching within one chunk."""
+        found: dict[tuple[str, str], str] = {}
+        for key, size in keys:
+            d, name = split_key(key)
+            if classify(name, size, self.large_image_bytes) is Kind.VIDEO:
+                for stem in video_stems(name):
+                    found.setdefault((d, stem), name)
+        return found
+
+    def place(self, key: str, size: int, videos: dict[tuple[str, str], str]) -> Placement:
+        rel = self.relative(key)
+        rel_dir, name = split_key(rel)
+        key_dir = split_key(key)[0]
+        kind = classify(name, size, self.large_image_bytes)
+        if kind is Kind.VIDEO or kind is Kind.LARGE_IMAGE:
+            is_video = kind is Kind.VIDEO
+            return Placement(
+                folder=join(rel_dir, (VIDEO_PREFIX if is_video else LARGE_IMAGE_PREFIX) + name),
+                dataset=DatasetType.VIDEO if is_video else DatasetType.LARGE_IMAGE,
+                import_path=key_dir,
+                import_source=self.object_url(key),
+            )
+        if kind is Kind.IMAGE:
+            return Placement(
+                folder=rel_dir,
+                dataset=DatasetType.IMAGE_SEQUENCE,
+                import_path=key_dir,
+                import_source=self.object_url(key_dir + "/" if key_dir else ""),
+            )
+        if kind is Kind.SIDECAR:
+            for stem in sidecar_stems(name):
+                video = videos.get((key_dir, stem))
+                if video is not None:
+                    return Placement(folder=join(rel_dir, VIDEO_PREFIX + video))
+        return Placement(folder=rel_dir)
