@@ -239,6 +239,15 @@ def sync(obj: Context, names: tuple[str, ...], quiet: bool) -> None:
         with _progress(f"sync {name}", quiet) as progress:
             summary = sync_source(obj.catalog, obj.settings, name, obj.env, progress)
         click.echo(summary.line())
+        if obj.settings.auto_postprocess:
+            from mediamirror.postprocess import postprocess
+            from mediamirror.services import Services
+            from mediamirror.sources import get_source
+
+            mount = get_source(obj.catalog, name).mount
+            plan = postprocess(Services(obj.catalog, obj.settings, obj.env), mount)
+            if plan.specs:
+                click.echo(f"{name}: {plan.line()}")
 
 
 # -- browsing --------------------------------------------------------------------------------
@@ -297,6 +306,11 @@ def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
         click.echo(f"{i['folder']}/{i['name']}  {_human_size(i['size'])}{state}")
     if empty:
         click.echo("(empty)")
+
+
+from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
+
+_register_jobs(cli, pass_ctx)
 
 
 def main() -> None:

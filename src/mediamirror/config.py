@@ -57,6 +57,29 @@ class Settings:
     auto_postprocess: bool = _setting(
         True, "Queue post-processing jobs for marked datasets at the end of every sync."
     )
+    output_store: str = _setting(
+        "", "Where derived files go (s3://bucket/prefix or file:///path); never a source. "
+        "Empty means <home>/outputs."
+    )
+    output_endpoint_url: str = _setting("", "S3 API endpoint of the output store, if not AWS.")
+    results_store: str = _setting(
+        "", "Where command processors' results go (results/<dataset path>/). Empty means "
+        "the output store."
+    )
+    workers: int = _setting(0, "Jobs a local worker runs at once; 0 means the CPU count.")
+    job_timeout: int = _setting(3600, "Seconds a job may run before it is stopped and retried.")
+    job_max_attempts: int = _setting(3, "Attempts of a job before a transient failure is final.")
+    job_retry_intervals: str = _setting(
+        "5,30,120", "Seconds to wait before each retry of a job, comma-separated."
+    )
+    job_lease_seconds: int = _setting(
+        30, "A running job's lease; a worker that stops renewing it loses the job to a retry."
+    )
+    transcode_preset: str = _setting("medium", "x264 preset used when transcoding videos.")
+    transcode_crf: int = _setting(22, "x264 constant rate factor used when transcoding videos.")
+    pyramid_max_dimension: int = _setting(
+        0, "Largest width or height of a pyramid; bigger images are scaled down. 0: no cap."
+    )
     sections: Mapping[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Nested blocks of config.yaml (email, processors, ...).", "skip": True},
@@ -72,6 +95,24 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home_path / 'catalog.db').resolve()}"
+
+    @property
+    def output_url(self) -> str:
+        return self.output_store or f"file://{(self.home_path / 'outputs').resolve()}"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def retry_intervals(self) -> tuple[float, ...]:
+        try:
+            return tuple(float(x) for x in self.job_retry_intervals.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(
+                f"job_retry_intervals {self.job_retry_intervals!r} must be numbers, "
+                "comma-separated"
+            ) from None
 
     @property
     def config_path(self) -> Path:

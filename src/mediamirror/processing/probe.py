@@ -14,7 +14,7 @@ import struct
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 import av
 import av.error
@@ -32,6 +32,14 @@ MAX_PACKETS_TO_FIRST_FRAME = 64
 MAX_TOP_LEVEL_ATOMS = 64
 # ffmpeg's name for the ISO base media family (mp4, mov, m4v, 3gp...).
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
+
+
+class SeekableReader(Protocol):
+    """What probe() needs of a file object: a local file, BytesIO or RangeFile."""
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,9 @@ class VideoProbe:
         return asdict(self)
 
 
-def probe(source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None) -> VideoProbe:
+def probe(
+    source: str | os.PathLike[str] | SeekableReader, *, name: str | None = None
+) -> VideoProbe:
     """Probe a video file path or an open, seekable binary file object.
 
     ``name`` (default: the path, or the file object's ``name``) is used for messages and
@@ -103,7 +113,7 @@ def probe(source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None
     return _probe_fileobj(source, label)
 
 
-def _probe_fileobj(fileobj: IO[bytes], label: str | None) -> VideoProbe:
+def _probe_fileobj(fileobj: SeekableReader, label: str | None) -> VideoProbe:
     shown = label or "input"
     size = fileobj.seek(0, os.SEEK_END)
     if size == 0:
@@ -182,7 +192,7 @@ def _first_frame(container: InputContainer, stream: VideoStream, shown: str) -> 
     raise ProcessingError(f"{shown}: no decodable video frame (truncated or corrupt?)")
 
 
-def mp4_faststart(fileobj: IO[bytes], size: int) -> bool | None:
+def mp4_faststart(fileobj: SeekableReader, size: int) -> bool | None:
     """Whether ``moov`` comes before ``mdat`` among the top-level atoms of an MP4/MOV file.
 
     Reads only the 8-16 byte atom headers. ``None`` when neither atom is found (not
@@ -193,7 +203,7 @@ def mp4_faststart(fileobj: IO[bytes], size: int) -> bool | None:
         if pos + 8 > size:
             return None
         fileobj.seek(pos)
-        header = fileobj.read(16)
+        header = fileobj.read(16) or b""
         if len(header) < 8:
             return None
         atom_size, kind = struct.unpack(">I4s", header[:8])

@@ -132,7 +132,7 @@ def source_is_lossy(image: pyvips.Image, src_path: Path) -> bool:
     if loader.startswith("webpload"):
         return _webp_is_lossy(src_path)
     if loader.startswith("tiffload"):
-        return _tiff_compression(src_path) in LOSSY_TIFF_COMPRESSIONS
+        return tiff_compression(src_path) in LOSSY_TIFF_COMPRESSIONS
     return False
 
 
@@ -178,9 +178,9 @@ def _webp_is_lossy(path: Path) -> bool:
     return b"VP8 " in head and b"VP8L" not in head
 
 
-def _tiff_compression(path: Path) -> int | None:
+def tiff_compression(path: str | os.PathLike[str]) -> int | None:
     """The Compression tag (259) of the first IFD of a TIFF or BigTIFF file."""
-    with path.open("rb") as fileobj:
+    with Path(path).open("rb") as fileobj:
         header = fileobj.read(16)
         if len(header) < 8 or header[:2] not in (b"II", b"MM"):
             return None

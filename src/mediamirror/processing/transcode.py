@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -40,6 +41,11 @@ MP4_AUDIO_CODECS = frozenset({"aac", "mp3"})
 STDERR_TAIL_LINES = 50
 # ffmpeg's closing lines that say nothing about the cause of a failure.
 GENERIC_STDERR = ("Conversion failed!", "Exiting normally", "Error opening output files")
+# Presigned URLs carry their signature in the query string: never log it.
+# (A trailing ":" or "," is ffmpeg's punctuation, not part of the URL.)
+URL_QUERY = re.compile(
+    r"(\b[a-z][a-z0-9+.-]*://[^\s?'\"]*)\?(?:[^\s'\"]*[^\s'\":,])?", re.IGNORECASE
+)
 STOP_GRACE_SECONDS = 2.0
 POLL_SECONDS = 0.1
 
@@ -172,8 +178,9 @@ def run_ffmpeg(
     """Run an ffmpeg command, reporting progress in percent (0-100, never decreasing).
 
     Callbacks run on the calling thread. ``on_progress`` ends with 100 on success; every
-    stderr line goes to ``log``. When ``cancel`` is set or ``timeout`` seconds pass, ffmpeg
-    is terminated (then killed after a grace period) and ``ProcessingError("canceled")`` or
+    stderr line goes to ``log``, with URL query strings (presigned signatures) redacted.
+    When ``cancel`` is set or ``timeout`` seconds pass, ffmpeg is terminated (then killed
+    after a grace period) and ``ProcessingError("canceled")`` or
     ``TransientProcessingError("timed out after N s")`` is raised. A non-zero exit raises
     ``ProcessingError`` with ffmpeg's last meaningful stderr line.
     """
@@ -240,6 +247,7 @@ def _handle_events(
         if kind == "out":
             progress.feed(line)
         else:
+            line = redact_urls(line)
             tail.append(line)
             if log is not None:
                 log(line)
@@ -278,6 +286,11 @@ class _Progress:
         if percent > self.percent:
             self.percent = percent
             self.callback(percent)
+
+
+def redact_urls(text: str) -> str:
+    """Replace the query string of every URL in ``text`` (presigned-URL signatures)."""
+    return URL_QUERY.sub(r"\1?<redacted>", text)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -424,7 +437,7 @@ def _run_quick(cmd: list[str], timeout: float) -> None:
     except OSError as exc:
         raise ProcessingError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from exc
     if result.returncode != 0:
-        reason = _last_reason(result.stderr.splitlines())
+        reason = redact_urls(_last_reason(result.stderr.splitlines()))
         raise ProcessingError(f"ffmpeg failed (exit {result.returncode}): {reason}")
 
 

@@ -229,3 +229,10 @@ class ReadOnlyStore:
 
     def download(self, key: str, dest: Path) -> None:
         self._inner.download(key, dest)
+
+    def media_input(self, key: str) -> str:
+        """What ffmpeg should read: a local path, or a presigned HTTP URL (no download)."""
+        inner = self._inner
+        if hasattr(inner, "local_path"):
+            return str(inner.local_path(key))
+        return str(inner.presigned_url(key, expires=24 * 3600))

@@ -129,3 +129,7 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path:
+        """The file behind a key (tools read it directly instead of downloading)."""
+        return self._path(key)

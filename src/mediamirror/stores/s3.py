@@ -125,8 +125,14 @@ class S3Store:
             self._fail(exc, "list")
 
     def list_pages(self, start_after: str | None = None) -> Iterator[list[ObjectInfo]]:
+        return self.list_pages_under(self.prefix, start_after)
+
+    def list_pages_under(
+        self, prefix: str, start_after: str | None = None
+    ) -> Iterator[list[ObjectInfo]]:
+        """Like :meth:`list_pages` for any prefix of the bucket (output stores use it)."""
         paginator = self.client.get_paginator("list_objects_v2")
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after:
             kwargs["StartAfter"] = start_after
         pages = paginator.paginate(**kwargs, PaginationConfig={"PageSize": self.page_size})
@@ -188,8 +194,26 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             self._fail(exc, "write", key)
 
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Server-side copy within the bucket."""
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": src_key}, self.bucket, dst_key)
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "copy", src_key)
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as exc:
             self._fail(exc, "delete", key)
+
+    def presigned_url(self, key: str, expires: int = 3600) -> str:
+        """A time-limited HTTP(S) URL of an object, for tools such as ffmpeg."""
+        try:
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
+                )
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "sign a URL for", key)

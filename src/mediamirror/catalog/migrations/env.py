@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import mediamirror.jobs.model  # noqa: F401  (jobs table in the metadata)
 from mediamirror.catalog.models import Base
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,1 @@
+"""Executors run jobs: ``local`` (embedded, in-process pool)."""

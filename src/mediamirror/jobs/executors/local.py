@@ -1,0 +1,111 @@
+"""The local executor: claims jobs from the catalog and runs them in a bounded pool."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from mediamirror.catalog.leases import new_owner
+from mediamirror.jobs import queue
+from mediamirror.jobs.model import JobStatus
+from mediamirror.jobs.runner import run_claimed
+from mediamirror.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, by final state."""
+
+    ran: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: JobStatus) -> None:
+        self.ran += 1
+        self.by_state[state.value] = self.by_state.get(state.value, 0) + 1
+
+    def line(self) -> str:
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(self.by_state.items()))
+        return f"worker ran {self.ran} job(s)" + (f": {parts}" if parts else "")
+
+
+class LocalExecutor:
+    """Runs up to ``concurrency`` jobs at once in threads (ffmpeg, libvips and the
+    database release the GIL, so threads keep the cores busy). Holds a lease on each
+    running job and renews it; a worker that dies loses its jobs to a retry."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        services: Services,
+        concurrency: int,
+        *,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 0.5,
+        reap_interval: float = 5.0,
+    ) -> None:
+        self.services = services
+        self.concurrency = max(1, concurrency)
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.reap_interval = reap_interval
+        self.worker = new_owner()
+        self.stats = WorkerStats()
+        self._cancels: dict[int, threading.Event] = {}
+
+    def submit(self, job_ids: list[int]) -> None:
+        """Jobs live in the catalog; a local worker finds them by polling."""
+
+    def run(
+        self, *, burst: bool = False, stop: threading.Event | None = None, on_done: object = None
+    ) -> WorkerStats:
+        """Work until ``stop`` is set; with ``burst``, until no job is queued or running."""
+        stop = stop or threading.Event()
+        catalog = self.services.catalog
+        running: dict[Future[JobStatus], int] = {}
+        last_beat = last_reap = 0.0
+        # Claim a little ahead of free threads so short jobs do not wait on a poll.
+        in_flight = self.concurrency * 2
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mediamirror-job") as pool:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now - last_reap >= self.reap_interval:
+                    queue.reap(catalog, self.services.retry_policy)
+                    last_reap = now
+                if running and now - last_beat >= self.lease_seconds / 3:
+                    for job_id in queue.heartbeat(
+                        catalog, self.worker, list(running.values()), self.lease_seconds
+                    ):
+                        self._cancels[job_id].set()
+                    last_beat = now
+                claimed = queue.claim(
+                    catalog, self.worker, in_flight - len(running), self.lease_seconds
+                )
+                for job in claimed:
+                    cancel = self._cancels[job.id] = threading.Event()
+                    future = pool.submit(run_claimed, self.services, job, self.worker, cancel)
+                    running[future] = job.id
+                if running:
+                    done, _ = wait(
+                        list(running), timeout=self.poll_interval, return_when=FIRST_COMPLETED
+                    )
+                    for future in done:
+                        job_id = running.pop(future)
+                        self._cancels.pop(job_id, None)
+                        self.stats.add(future.result())
+                    continue
+                if claimed:
+                    continue
+                queued, due_in = queue.pending(catalog)
+                if burst and queued == 0:
+                    break
+                wait_for = self.poll_interval if due_in is None else min(due_in, self.poll_interval)
+                stop.wait(max(wait_for, 0.01))
+            for event in self._cancels.values():
+                event.set()
+        return self.stats

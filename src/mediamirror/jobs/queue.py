@@ -1,0 +1,356 @@
+"""Every change of a job's state happens here: enqueue, claim, progress, finish, reap.
+
+Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``: under SQLite's
+single writer and PostgreSQL's ``FOR UPDATE SKIP LOCKED`` two workers never get one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mediamirror.catalog.db import Catalog
+from mediamirror.catalog.leases import owner_is_dead
+from mediamirror.catalog.models import utcnow
+from mediamirror.errors import JobError, NotFoundError
+from mediamirror.jobs.model import JOBS, JobStatus, RetryPolicy
+
+LOG_TAIL_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: a processor on a target at an input version."""
+
+    processor: str
+    target_type: str
+    target_id: int
+    input_version: str
+    args: dict[str, Any] = field(default_factory=dict)
+    priority: int = 100
+    timeout: float | None = None
+
+    @property
+    def active_key(self) -> str:
+        return f"{self.processor}:{self.target_type}:{self.target_id}:{self.input_version}"
+
+
+def _insert(conn: Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(JOBS)
+
+
+def enqueue(catalog: Catalog, specs: Iterable[JobSpec], policy: RetryPolicy) -> list[int]:
+    """Queue jobs; a spec whose job is already queued or running is a no-op.
+    Returns the ids of the jobs actually queued."""
+    now = utcnow()
+    rows = [
+        {
+            "processor": s.processor,
+            "target_type": s.target_type,
+            "target_id": s.target_id,
+            "input_version": s.input_version,
+            "args": s.args,
+            "active_key": s.active_key,
+            "state": JobStatus.QUEUED.value,
+            "priority": s.priority,
+            "attempts": 0,
+            "max_attempts": policy.max_attempts,
+            "timeout": s.timeout,
+            "progress": 0.0,
+            "log_tail": "",
+            "cancel_requested": False,
+            "run_after": now,
+            "created_at": now,
+        }
+        for s in specs
+    ]
+    if not rows:
+        return []
+    ids: list[int] = []
+    with catalog.write() as conn:
+        stmt = _insert(conn).on_conflict_do_nothing(index_elements=["active_key"])
+        for i in range(0, len(rows), 500):
+            result = conn.execute(stmt.returning(JOBS.c.id), rows[i : i + 500])
+            ids.extend(r[0] for r in result)
+    return ids
+
+
+def claim(catalog: Catalog, worker: str, limit: int, lease_seconds: float) -> list[Any]:
+    """Atomically take up to ``limit`` due jobs for ``worker``."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    with catalog.write() as conn:
+        due = (
+            select(JOBS.c.id)
+            .where(JOBS.c.state == JobStatus.QUEUED.value, JOBS.c.run_after <= now)
+            .order_by(JOBS.c.priority, JOBS.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(JOBS)
+            .where(JOBS.c.id.in_(due.scalar_subquery()))
+            .values(
+                state=JobStatus.RUNNING.value,
+                worker=worker,
+                attempts=JOBS.c.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                finished_at=None,
+                progress=0.0,
+            )
+            .returning(*JOBS.c)
+        )
+        return sorted(conn.execute(stmt).all(), key=lambda r: (r.priority, r.id))
+
+
+def heartbeat(
+    catalog: Catalog, worker: str, job_ids: Sequence[int], lease_seconds: float
+) -> set[int]:
+    """Extend the leases of a worker's running jobs; returns ids whose cancel was asked."""
+    if not job_ids:
+        return set()
+    with catalog.write() as conn:
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.worker == worker)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        rows = conn.execute(
+            select(JOBS.c.id).where(JOBS.c.id.in_(list(job_ids)), JOBS.c.cancel_requested)
+        )
+        return {r[0] for r in rows}
+
+
+def report(
+    catalog: Catalog, job_id: int, progress: float, message: str | None, log_tail: str
+) -> None:
+    """Write a running job's progress, message and log tail."""
+    with catalog.write() as conn:
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.state == JobStatus.RUNNING.value)
+            .values(progress=progress, message=message, log_tail=log_tail[-LOG_TAIL_CHARS:])
+        )
+
+
+def finish(
+    catalog: Catalog,
+    job_id: int,
+    worker: str,
+    state: JobStatus,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    log_tail: str | None = None,
+) -> bool:
+    """End a job this worker holds. False if the job was taken away (lease lost)."""
+    values: dict[str, Any] = {
+        "state": state.value,
+        "active_key": None,
+        "finished_at": utcnow(),
+        "lease_expires_at": None,
+        "message": message,
+        "error": error,
+    }
+    if state is JobStatus.SUCCESS:
+        values["progress"] = 100.0
+    if log_tail is not None:
+        values["log_tail"] = log_tail[-LOG_TAIL_CHARS:]
+    with catalog.write() as conn:
+        result = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.id == job_id,
+                JOBS.c.worker == worker,
+                JOBS.c.state == JobStatus.RUNNING.value,
+            )
+            .values(**values)
+        )
+    return result.rowcount == 1
+
+
+def retry_later(
+    catalog: Catalog, job: Any, worker: str, reason: str, policy: RetryPolicy, log_tail: str
+) -> bool:
+    """After a transient failure: queue again with backoff, or give up at max attempts.
+    Returns True if the job will run again."""
+    if job.attempts >= job.max_attempts:
+        finish(
+            catalog,
+            job.id,
+            worker,
+            JobStatus.ERROR,
+            error=f"{reason} (gave up after {job.attempts} attempts)",
+            log_tail=log_tail,
+        )
+        return False
+    with catalog.write() as conn:
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job.id, JOBS.c.worker == worker)
+            .values(
+                state=JobStatus.QUEUED.value,
+                run_after=utcnow() + timedelta(seconds=policy.delay(job.attempts)),
+                lease_expires_at=None,
+                worker=None,
+                message=f"retrying: {reason}",
+                log_tail=log_tail[-LOG_TAIL_CHARS:],
+            )
+        )
+    return True
+
+
+def reap(catalog: Catalog, policy: RetryPolicy) -> int:
+    """Running jobs whose worker is gone (lease expired, or process dead on this host) are
+    queued again, or end in error once they used up their attempts."""
+    now = utcnow()
+    with catalog.write() as conn:
+        rows = conn.execute(
+            select(
+                JOBS.c.id,
+                JOBS.c.worker,
+                JOBS.c.attempts,
+                JOBS.c.max_attempts,
+                JOBS.c.lease_expires_at,
+            ).where(JOBS.c.state == JobStatus.RUNNING.value)
+        ).all()
+        lost = [
+            r
+            for r in rows
+            if (r.lease_expires_at is not None and r.lease_expires_at < now)
+            or (r.worker is not None and owner_is_dead(r.worker))
+        ]
+        for r in lost:
+            if r.attempts >= r.max_attempts:
+                values: dict[str, Any] = {
+                    "state": JobStatus.ERROR.value,
+                    "active_key": None,
+                    "finished_at": now,
+                    "error": f"worker {r.worker} was lost (gave up after {r.attempts} attempts)",
+                }
+            else:
+                values = {
+                    "state": JobStatus.QUEUED.value,
+                    "run_after": now + timedelta(seconds=policy.delay(r.attempts)),
+                    "message": f"retrying: worker {r.worker} was lost",
+                }
+            conn.execute(
+                update(JOBS)
+                .where(
+                    JOBS.c.id == r.id,
+                    JOBS.c.state == JobStatus.RUNNING.value,
+                    JOBS.c.worker == r.worker,
+                )
+                .values(lease_expires_at=None, worker=None, **values)
+            )
+    return len(lost)
+
+
+def get(catalog: Catalog, job_id: int) -> Any:
+    with catalog.read() as conn:
+        row = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
+    if row is None:
+        raise NotFoundError(f"no job {job_id} (see: mediamirror jobs list)")
+    return row
+
+
+def cancel(catalog: Catalog, job_id: int) -> str:
+    """Cancel a queued job at once; ask a running one to stop. Returns the new state."""
+    job = get(catalog, job_id)
+    with catalog.write() as conn:
+        if job.state == JobStatus.QUEUED.value:
+            conn.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.state == JobStatus.QUEUED.value)
+                .values(
+                    state=JobStatus.CANCELED.value,
+                    active_key=None,
+                    finished_at=utcnow(),
+                    error="canceled",
+                )
+            )
+            return JobStatus.CANCELED.value
+        if job.state == JobStatus.RUNNING.value:
+            conn.execute(update(JOBS).where(JOBS.c.id == job_id).values(cancel_requested=True))
+            return "cancel requested"
+    raise JobError(f"job {job_id} already ended ({job.state}); nothing to cancel")
+
+
+def retry(catalog: Catalog, job_id: int) -> None:
+    """Queue a failed or canceled job again with a fresh set of attempts."""
+    job = get(catalog, job_id)
+    if JobStatus(job.state).active:
+        raise JobError(f"job {job_id} is {job.state}; only ended jobs can be retried")
+    key = f"{job.processor}:{job.target_type}:{job.target_id}:{job.input_version}"
+    with catalog.write() as conn:
+        other = conn.execute(select(JOBS.c.id).where(JOBS.c.active_key == key)).first()
+        if other is not None:
+            raise JobError(f"the same work is already queued as job {other[0]}")
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id)
+            .values(
+                state=JobStatus.QUEUED.value,
+                active_key=key,
+                attempts=0,
+                progress=0.0,
+                error=None,
+                message=None,
+                cancel_requested=False,
+                run_after=utcnow(),
+                started_at=None,
+                finished_at=None,
+                worker=None,
+            )
+        )
+
+
+def listing(
+    catalog: Catalog,
+    *,
+    states: Sequence[str] = (),
+    processor: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Any]:
+    query = select(JOBS).order_by(JOBS.c.id.desc()).limit(limit).offset(offset)
+    if states:
+        query = query.where(JOBS.c.state.in_(list(states)))
+    if processor:
+        query = query.where(JOBS.c.processor == processor)
+    with catalog.read() as conn:
+        return list(conn.execute(query).all())
+
+
+def counts(catalog: Catalog) -> dict[str, int]:
+    with catalog.read() as conn:
+        rows = conn.execute(select(JOBS.c.state, func.count()).group_by(JOBS.c.state))
+        return {state: n for state, n in rows}
+
+
+def pending(catalog: Catalog) -> tuple[int, float | None]:
+    """Number of queued jobs and seconds until the next one is due (None if none)."""
+    now = utcnow()
+    with catalog.read() as conn:
+        active = conn.execute(
+            select(func.count()).where(JOBS.c.state == JobStatus.QUEUED.value)
+        ).scalar_one()
+        nxt = conn.execute(
+            select(func.min(JOBS.c.run_after)).where(JOBS.c.state == JobStatus.QUEUED.value)
+        ).scalar_one()
+    if nxt is None:
+        return int(active), None
+    if nxt.tzinfo is None:
+        from datetime import UTC
+
+        nxt = nxt.replace(tzinfo=UTC)
+    return int(active), max(0.0, (nxt - now).total_seconds())

@@ -1,0 +1,136 @@
+"""Running one claimed job: the same code under every executor."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+
+from mediamirror.catalog.meta import update_meta
+from mediamirror.catalog.models import ITEMS
+from mediamirror.errors import MediamirrorError, ProcessingError, TransientProcessingError
+from mediamirror.jobs import queue
+from mediamirror.jobs.context import JobContext
+from mediamirror.jobs.model import JobStatus
+from mediamirror.processing.processors import registry
+from mediamirror.processing.processors.base import Dataset, Processor, load_dataset
+from mediamirror.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _record(services: Services, job: Any, status: dict[str, Any], updates: dict[str, Any]) -> None:
+    def change(meta: dict[str, Any]) -> None:
+        meta.update(updates)
+        processing = dict(meta.get("processing") or {})
+        processing[job.processor] = status
+        meta["processing"] = processing
+
+    if job.target_type == "folder":
+        update_meta(services.catalog, job.target_id, change)
+
+
+def _succeed(services: Services, proc: Processor, job: Any, updates: dict[str, Any]) -> None:
+    current = load_dataset(services.catalog, job.target_id)
+    if proc.input_version(current) != job.input_version:
+        # The media changed while the job ran: keep the mark so it is processed again.
+        updates = {k: v for k, v in updates.items() if k != "MarkForPostProcess"}
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    status = {"state": "success", "job": job.id, "version": job.input_version, "at": now}
+    _record(services, job, status, updates)
+    inputs = proc.inputs(current)
+    if inputs:
+        with services.catalog.write() as conn:
+            conn.execute(
+                update(ITEMS)
+                .where(or_(*(and_(ITEMS.c.id == i.id, ITEMS.c.etag == i.etag) for i in inputs)))
+                .values(needs_processing=False)
+            )
+
+
+def run_claimed(
+    services: Services, job: Any, worker: str, cancel: threading.Event | None = None
+) -> JobStatus:
+    """Run a job this worker has claimed and record how it ended."""
+    catalog = services.catalog
+    proc = registry(services.settings).get(job.processor)
+    tmp_root = services.settings.home_path / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_root))
+
+    def report(percent: float, message: str | None, tail: str) -> None:
+        queue.report(catalog, job.id, percent, message, tail)
+
+    ctx = JobContext(
+        job.id,
+        dict(job.args or {}),
+        workdir,
+        report,
+        cancel=cancel,
+        timeout=job.timeout or services.settings.job_timeout,
+    )
+    try:
+        if proc is None:
+            raise ProcessingError(f"unknown processor {job.processor!r}")
+        dataset: Dataset = load_dataset(catalog, job.target_id)
+        ctx.check()
+        ctx.progress(0.0, "started", force=True)
+        updates = proc.run(ctx, services, dataset)
+        _succeed(services, proc, job, updates)
+        queue.finish(
+            catalog, job.id, worker, JobStatus.SUCCESS, message="done", log_tail=ctx.log_tail
+        )
+        return JobStatus.SUCCESS
+    except TransientProcessingError as exc:
+        reason = _one_line(exc)
+        if queue.retry_later(catalog, job, worker, reason, services.retry_policy, ctx.log_tail):
+            return JobStatus.QUEUED
+        _flag(services, job, reason)
+        return JobStatus.ERROR
+    except ProcessingError as exc:
+        if ctx.cancel.is_set():
+            queue.finish(
+                catalog, job.id, worker, JobStatus.CANCELED, error="canceled", log_tail=ctx.log_tail
+            )
+            return JobStatus.CANCELED
+        reason = _one_line(exc)
+        queue.finish(catalog, job.id, worker, JobStatus.ERROR, error=reason, log_tail=ctx.log_tail)
+        _flag(services, job, reason)
+        return JobStatus.ERROR
+    except MediamirrorError as exc:
+        reason = _one_line(exc)
+        if queue.retry_later(catalog, job, worker, reason, services.retry_policy, ctx.log_tail):
+            return JobStatus.QUEUED
+        _flag(services, job, reason)
+        return JobStatus.ERROR
+    except Exception as exc:  # a bug or an unexpected library failure: keep the worker alive
+        log.exception("job %s failed unexpectedly", job.id)
+        ctx.log(traceback.format_exc())
+        reason = f"internal error: {_one_line(exc)}"
+        queue.finish(catalog, job.id, worker, JobStatus.ERROR, error=reason, log_tail=ctx.log_tail)
+        _flag(services, job, reason)
+        return JobStatus.ERROR
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _flag(services: Services, job: Any, reason: str) -> None:
+    """Mark the dataset so people (and ``postprocess --only-pending``) see it failed."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    status = {"state": "error", "job": job.id, "error": reason, "at": now}
+    try:
+        _record(services, job, status, {})
+    except Exception:  # flagging must never hide the job's own outcome
+        log.exception("could not flag dataset of job %s", job.id)

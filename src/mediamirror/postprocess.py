@@ -1,0 +1,177 @@
+"""Batch post-processing (DIVE's ``batch_postprocess``) and re-processing with new
+arguments (PREMIERE's semi-automation, the Notre Dame rerun utility)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from mediamirror.catalog.models import FOLDERS, ITEMS, utcnow
+from mediamirror.catalog.tree import folder_row, normalize_path
+from mediamirror.errors import ConfigError
+from mediamirror.jobs.queue import JobSpec, enqueue
+from mediamirror.processing.processors import for_dataset, registry
+from mediamirror.processing.processors.base import Dataset, ItemRef
+from mediamirror.services import Services
+
+_BATCH = 500
+
+
+@dataclass
+class Planned:
+    """What a post-process or re-process call selected and queued."""
+
+    datasets: list[str] = field(default_factory=list)
+    specs: list[JobSpec] = field(default_factory=list)
+    queued: list[int] = field(default_factory=list)
+
+    def line(self) -> str:
+        already = len(self.specs) - len(self.queued)
+        extra = f" ({already} already queued or running)" if already else ""
+        return f"queued {len(self.queued)} job(s) for {len(self.datasets)} dataset(s){extra}"
+
+
+def _datasets(
+    services: Services,
+    path: str,
+    recursive: bool,
+    wanted: Callable[[dict[str, Any]], bool],
+    limit: int | None,
+) -> Iterator[Dataset]:
+    """Datasets at or below ``path`` whose metadata passes ``wanted``, with their items."""
+    path = normalize_path(path)
+    with services.catalog.read() as conn:
+        root = folder_row(conn, path)
+        base = "" if path == "/" else path
+        query = select(FOLDERS.c.id, FOLDERS.c.path, FOLDERS.c.source_id, FOLDERS.c.meta)
+        if recursive:
+            query = query.where(FOLDERS.c.path >= base + "/", FOLDERS.c.path < base + "0")
+        elif root is not None:
+            query = query.where(FOLDERS.c.parent_id == root.id)
+        else:
+            query = query.where(FOLDERS.c.parent_id.is_(None))
+        query = query.where(FOLDERS.c.state == "present").order_by(FOLDERS.c.path)
+        rows = [r for r in conn.execute(query) if (r.meta or {}).get("type") and wanted(r.meta)]
+        if root is not None and (root.meta or {}).get("type") and wanted(root.meta):
+            rows.insert(0, root)
+    rows = rows[:limit] if limit is not None else rows
+    for i in range(0, len(rows), _BATCH):
+        chunk = rows[i : i + _BATCH]
+        items: dict[int, list[ItemRef]] = {r.id: [] for r in chunk}
+        with services.catalog.read() as conn:
+            for it in conn.execute(
+                select(
+                    ITEMS.c.id,
+                    ITEMS.c.key,
+                    ITEMS.c.name,
+                    ITEMS.c.size,
+                    ITEMS.c.etag,
+                    ITEMS.c.folder_id,
+                )
+                .where(ITEMS.c.folder_id.in_(list(items)), ITEMS.c.state == "present")
+                .order_by(ITEMS.c.key)
+            ):
+                items[it.folder_id].append(ItemRef(it.id, it.key, it.name, it.size, it.etag))
+        for r in chunk:
+            yield Dataset(r.id, r.path, r.source_id, dict(r.meta), items[r.id])
+
+
+def marked(meta: dict[str, Any]) -> bool:
+    return meta.get("MarkForPostProcess") is True
+
+
+def pending(meta: dict[str, Any]) -> bool:
+    """DIVE's retry script: still at fps -1 and the mark exists, whatever its value."""
+    return meta.get("fps") == -1 and "MarkForPostProcess" in meta
+
+
+def postprocess(
+    services: Services,
+    path: str = "/",
+    *,
+    recursive: bool = True,
+    limit: int | None = None,
+    skip_transcoding: bool = False,
+    only_pending: bool = False,
+) -> Planned:
+    """Queue the processors of every marked dataset under ``path``, then clear the marks."""
+    settings = services.settings
+    plan = Planned()
+    args = {"skip_transcoding": True} if skip_transcoding else {}
+    picked: list[int] = []
+    wanted = pending if only_pending else marked
+    for ds in _datasets(services, path, recursive, wanted, limit):
+        plan.datasets.append(ds.path)
+        picked.append(ds.id)
+        for proc in for_dataset(settings, ds):
+            if proc.inputs(ds):
+                version = proc.input_version(ds)
+                plan.specs.append(JobSpec(proc.name, "folder", ds.id, version, dict(args)))
+    plan.queued = enqueue(services.catalog, plan.specs, services.retry_policy)
+    _clear_marks(services, picked)
+    return plan
+
+
+def _clear_marks(services: Services, folder_ids: list[int]) -> None:
+    for i in range(0, len(folder_ids), _BATCH):
+        chunk = folder_ids[i : i + _BATCH]
+        with services.catalog.write() as conn:
+            rows = conn.execute(
+                select(FOLDERS.c.id, FOLDERS.c.meta).where(FOLDERS.c.id.in_(chunk))
+            ).all()
+            changes = [
+                {"b_id": r.id, "b_meta": {**r.meta, "MarkForPostProcess": False}}
+                for r in rows
+                if (r.meta or {}).get("MarkForPostProcess") is not False
+            ]
+            if changes:
+                conn.execute(
+                    update(FOLDERS)
+                    .where(FOLDERS.c.id == bindparam("b_id"))
+                    .values(meta=bindparam("b_meta"), updated_at=utcnow()),
+                    changes,
+                )
+
+
+def reprocess(
+    services: Services,
+    path: str,
+    *,
+    processor: str | None = None,
+    prefix: str | None = None,
+    args: str | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> Planned:
+    """Run a processor again on chosen datasets, optionally with new arguments."""
+    settings = services.settings
+    procs = registry(settings)
+    if processor is not None and processor not in procs:
+        raise ConfigError(f"unknown processor {processor!r}: choose from {', '.join(procs)}")
+    base = normalize_path(path)
+    start = (base.rstrip("/") + "/" + prefix.lstrip("/")) if prefix else None
+    plan = Planned()
+    for ds in _datasets(services, base, True, lambda meta: True, None):
+        if start is not None and not ds.path.startswith(start):
+            continue
+        chosen = [procs[processor]] if processor else for_dataset(settings, ds, auto_only=True)
+        chosen = [p for p in chosen if ds.type in p.dataset_types and p.inputs(ds)]
+        if not chosen:
+            continue
+        plan.datasets.append(ds.path)
+        for proc in chosen:
+            version = proc.input_version(ds)
+            job_args: dict[str, Any] = {"reprocess": True}
+            if args is not None:
+                job_args["args"] = args
+                version += "+" + hashlib.sha1(args.encode(), usedforsecurity=False).hexdigest()[:8]
+            plan.specs.append(JobSpec(proc.name, "folder", ds.id, version, job_args))
+        if limit is not None and len(plan.datasets) >= limit:
+            break
+    if not dry_run:
+        plan.queued = enqueue(services.catalog, plan.specs, services.retry_policy)
+    return plan

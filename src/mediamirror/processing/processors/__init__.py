@@ -1,0 +1,47 @@
+"""Processors by name: the built-in ones, command processors from config.yaml, and any
+registered by other packages under the ``mediamirror.processors`` entry-point group."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from mediamirror.config import Settings
+from mediamirror.processing.processors.base import Dataset, Processor
+from mediamirror.processing.processors.command import CommandProcessor
+from mediamirror.processing.processors.images import ImagesProcessor
+from mediamirror.processing.processors.pyramid import PyramidProcessor
+from mediamirror.processing.processors.video import VideoProcessor
+
+_CACHE: dict[int, dict[str, Processor]] = {}
+
+
+def _build(settings: Settings) -> dict[str, Processor]:
+    found: dict[str, Processor] = {
+        "video": VideoProcessor(settings.transcode_preset, settings.transcode_crf),
+        "pyramid": PyramidProcessor(settings.pyramid_max_dimension),
+        "images": ImagesProcessor(),
+    }
+    for ep in entry_points(group="mediamirror.processors"):
+        found[ep.name] = ep.load()()
+    configured: Any = settings.sections.get("processors", {}) or {}
+    for name, conf in dict(configured).items():
+        found[name] = CommandProcessor(name, dict(conf or {}))
+    return found
+
+
+def registry(settings: Settings) -> dict[str, Processor]:
+    """Processors by name for these settings (built once per settings object)."""
+    key = id(settings)
+    if key not in _CACHE:
+        _CACHE[key] = _build(settings)
+    return _CACHE[key]
+
+
+def for_dataset(settings: Settings, dataset: Dataset, *, auto_only: bool = True) -> list[Processor]:
+    """The processors that apply to a dataset's type."""
+    return [
+        p
+        for p in registry(settings).values()
+        if dataset.type in p.dataset_types and (p.auto or not auto_only)
+    ]

@@ -1,0 +1,65 @@
+"""The ``images`` processor: check the frames of an image sequence, convert frames that
+browsers cannot show to web images, and settle the frame rate (-1 becomes 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mediamirror.errors import ProcessingError
+from mediamirror.processing.images import WEB_FORMATS, check_image, to_web_image
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
+from mediamirror.processing.processors.pyramid import local_input
+from mediamirror.sync.layout import Kind
+
+if TYPE_CHECKING:
+    from mediamirror.jobs.context import JobContext
+    from mediamirror.services import Services
+
+
+class ImagesProcessor(Processor):
+    name = "images"
+    dataset_types = frozenset({"image-sequence"})
+
+    def inputs(self, dataset: Dataset) -> list[ItemRef]:
+        return dataset.items_of(Kind.IMAGE, Kind.LARGE_IMAGE, large_image_bytes=1 << 62)
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        frames = self.require(self.inputs(dataset), "images")
+        assert dataset.source_id is not None
+        out = services.output_store()
+        base = output_base(dataset)
+        converted: dict[str, str] = {}
+        bad: list[str] = []
+        size: tuple[int, int] | None = None
+        for n, frame in enumerate(frames, 1):
+            ctx.check()
+            path = local_input(ctx, services, dataset.source_id, frame)
+            try:
+                dims = check_image(path)
+                size = size or dims
+                if Path(frame.name).suffix.lower() not in WEB_FORMATS:
+                    web = to_web_image(path, ctx.workdir / f"{Path(frame.name).stem}.jpg")
+                    converted[frame.key] = out.put_file(f"{base}/frames/{web.name}", web)
+                    web.unlink(missing_ok=True)
+            except ProcessingError as exc:
+                bad.append(frame.name)
+                ctx.log(f"{frame.name}: {exc}")
+            finally:
+                if path.is_relative_to(ctx.workdir):
+                    path.unlink(missing_ok=True)
+            ctx.progress(100.0 * n / len(frames), f"frame {n}/{len(frames)}")
+        if bad:
+            raise ProcessingError(
+                f"{len(bad)} of {len(frames)} frames cannot be read (first: {bad[0]})"
+            )
+        fps = float(dataset.meta.get("fps") or -1)
+        return {
+            "fps": 1 if fps <= 0 else fps,
+            "annotate": True,
+            "MarkForPostProcess": False,
+            "frames": len(frames),
+            "width": size[0] if size else None,
+            "height": size[1] if size else None,
+            "outputs": {"frames": converted} if converted else {},
+        }

@@ -1,0 +1,99 @@
+"""The ``video`` processor: probe without downloading, transcode only when needed (DIVE)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mediamirror.processing.probe import probe
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
+from mediamirror.processing.rangefile import RangeFile
+from mediamirror.processing.transcode import (
+    build_ffmpeg_command,
+    ffmpeg_exe,
+    make_poster,
+    plan_video,
+    run_ffmpeg,
+)
+from mediamirror.sync.layout import Kind
+
+if TYPE_CHECKING:
+    from mediamirror.jobs.context import JobContext
+    from mediamirror.services import Services
+
+
+def _stem(name: str) -> str:
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
+
+
+def _shown(cmd: list[str], secret: str) -> str:
+    """The command for the log, without the input URL (a presigned URL is a credential)."""
+    return " ".join("<input>" if part == secret else part for part in cmd)
+
+
+class VideoProcessor(Processor):
+    name = "video"
+    dataset_types = frozenset({"video"})
+
+    def __init__(self, preset: str = "medium", crf: int = 22) -> None:
+        self.preset = preset
+        self.crf = crf
+
+    def inputs(self, dataset: Dataset) -> list[ItemRef]:
+        return dataset.items_of(Kind.VIDEO)[:1]
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        video = self.require(self.inputs(dataset), "video")[0]
+        assert dataset.source_id is not None
+        store = services.source_store(dataset.source_id)
+        ctx.progress(1.0, "probing")
+        with RangeFile(store, video.key, video.size) as fh:
+            info = probe(fh, name=video.name)
+            ctx.log(f"probed {video.key}: {fh.bytes_fetched} bytes in {fh.requests} requests")
+        requested = float(dataset.meta.get("fps") or -1)
+        plan = plan_video(info, requested, filename=video.name)
+        ctx.log(f"plan: {plan.action} ({'; '.join(plan.reasons) or 'web-ready'})")
+        action = "keep" if ctx.args.get("skip_transcoding") else plan.action
+        out = services.output_store()
+        base = output_base(dataset)
+        source_input = store.media_input(video.key)
+        outputs: dict[str, str] = {}
+        playable = source_input
+        if action != "keep":
+            ctx.check()
+            tmp = ctx.workdir / "video.mp4"
+            cmd = build_ffmpeg_command(
+                source_input, str(tmp), plan, ffmpeg_exe(), preset=self.preset, crf=self.crf
+            )
+            ctx.log(_shown(cmd, source_input))
+            ctx.progress(2.0, "transcoding" if action == "transcode" else "remuxing")
+            run_ffmpeg(
+                cmd,
+                plan.duration,
+                lambda pct: ctx.progress(2.0 + pct * 0.9, None),
+                ctx.cancel,
+                ctx.remaining(),
+                ctx.log,
+            )
+            ctx.check()
+            outputs["video"] = out.put_file(f"{base}/{_stem(video.name)}.mp4", tmp, "video/mp4")
+            playable = str(tmp)
+        ctx.progress(95.0, "poster")
+        poster = ctx.workdir / "poster.jpg"
+        try:
+            at = min(1.0, (plan.duration or 0.0) / 2)
+            make_poster(playable, poster, at, ffmpeg=ffmpeg_exe())
+            outputs["poster"] = out.put_file(f"{base}/poster.jpg", poster, "image/jpeg")
+        except Exception as exc:  # a missing thumbnail must not fail a playable video
+            ctx.log(f"no poster: {exc}")
+        return {
+            "fps": plan.fps,
+            "originalFps": plan.original_fps,
+            "codec": info.codec,
+            "annotate": True,
+            "MarkForPostProcess": False,
+            "probe": info.to_metadata(),
+            "transcode": {"action": action, "reasons": list(plan.reasons)},
+            "outputs": outputs,
+            "media": {"item": video.key, "transcoded": "video" in outputs},
+        }
