@@ -274,7 +274,7 @@ def test_prefix_names_a_folder_not_a_string_prefix(catalog: Catalog, store: Any)
     assert where[prefix + "x/clip.mov"] == "/src/x/Video clip.mov"
     assert where[prefix + "y.txt"] == "/src"
     meta = catalog_folders(catalog)["/src/x/Video clip.mov"].meta
-    assert meta["import_source"] == store.object_url(prefix + "x/clip.mov")
+    assert meta["import_source"] == store.url("sub") + "/x/clip.mov"
     assert meta["import_path"] == (prefix + "x").rstrip("/")
 
 

@@ -292,25 +292,75 @@ def _ls_json(folder: Any, folders: Iterator[Any], items: Iterator[Any], path: st
     out.write("}\n")
 
 
+def dataset_status(meta: dict[str, Any]) -> str:
+    """A word for people: error, pending, ready, or new."""
+    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
+    if "error" in states:
+        return "error"
+    if meta.get("MarkForPostProcess") is True:
+        return "pending"
+    return "ready" if meta.get("annotate") else "new"
+
+
 def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
-    empty = True
+    """Folders in path order, each followed by its own items."""
+    pending = next(items, None)
+    shown = False
+
+    def items_of(folder: str | None) -> None:
+        nonlocal pending, shown
+        while pending is not None and (folder is None or pending["folder"] == folder):
+            state = "" if pending["state"] == "present" else f" ({pending['state']})"
+            click.echo(f"    {pending['name']}  {_human_size(pending['size'])}{state}")
+            pending = next(items, None)
+            shown = True
+
+    if pending is not None:
+        items_of(pending["folder"])
     for f in folders:
-        empty = False
-        badge = f" [{f['type']}]" if f["type"] else ""
-        state = "" if f["state"] == "present" else f" ({f['state']})"
-        mark = " *" if f["meta"].get("MarkForPostProcess") is True else ""
-        click.echo(f"{f['path']}/{badge}{state}{mark}")
-    for i in items:
-        empty = False
-        state = "" if i["state"] == "present" else f" ({i['state']})"
-        click.echo(f"{i['folder']}/{i['name']}  {_human_size(i['size'])}{state}")
-    if empty:
+        shown = True
+        line = f"{f['path']}/"
+        if f["type"]:
+            line += f"  [{f['type']}] {dataset_status(f['meta'])}"
+        if f["state"] != "present":
+            line += f" ({f['state']})"
+        click.echo(line)
+        items_of(f["path"])
+    items_of(None)
+    if not shown:
         click.echo("(empty)")
+
+
+@cli.command()
+@click.option("--large-image-px", default=4096, show_default=True, help="Side of the large image.")
+@click.option("--no-process", is_flag=True, help="Mirror only; do not run the jobs.")
+@pass_ctx
+def demo(obj: Context, large_image_px: int, no_process: bool) -> None:
+    """Generate sample media (several video codecs, an image sequence, a large image),
+    mirror it into the catalog, post-process it, and show the result. Needs no account,
+    server or network."""
+    from mediamirror.samples import generate_samples
+    from mediamirror.sources import add_source, list_sources
+
+    media = (obj.settings.home_path / "sample-media").resolve()
+    click.echo(f"generating sample media in {media} ...")
+    files = generate_samples(media, large_image_px=large_image_px)
+    click.echo(f"{len(files)} sample files ready")
+    if not any(s.name == "sample" for s in list_sources(obj.catalog)):
+        add_source(obj.catalog, "sample", f"file://{media}", env=obj.env)
+    ctx = click.get_current_context()
+    ctx.invoke(sync, names=("sample",), quiet=False)
+    if not no_process:
+        ctx.invoke(worker_command, burst=True, concurrency=None)
+    click.echo("")
+    ctx.invoke(ls, path="/sample", recursive=True, as_json=False)
+    click.echo(f"\noutputs: {obj.settings.output_url}")
 
 
 from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
 
 _register_jobs(cli, pass_ctx)
+worker_command = cli.commands["worker"]
 
 
 def main() -> None:

@@ -148,7 +148,6 @@ def sync_source(
     """Run one incremental sync of a source."""
     source = get_source(catalog, name)
     store = source_store(source, env, settings.sync_page_size)
-    store.check()
     engine = SyncEngine(
         catalog,
         source,

@@ -113,6 +113,7 @@ def test_variable_frame_rate_keeps_both_rates(variable_rate: Path) -> None:
         ("audio_only", "audio-only"),
         ("truncated_no_index", "not a readable media file"),
         ("truncated_no_frames", "decodable"),
+        ("png_image", "still image"),
     ],
 )
 def test_bad_input_raises_one_line(

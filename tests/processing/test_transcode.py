@@ -220,6 +220,21 @@ def test_remux_keeps_the_encoded_stream(h264_moov_end: Path, tmp_path: Path) -> 
     assert abs(out.stat().st_size - h264_moov_end.stat().st_size) < 2048
 
 
+def test_failed_remux_falls_back_to_transcode(tmp_path: Path) -> None:
+    # Raw video has no MP4 tag: stream copy into MP4 fails, a transcode works.
+    source = tmp_path / "raw.avi"
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+    cmd += ["-i", "testsrc2=size=64x48:rate=10:d=1", "-c:v", "rawvideo", str(source)]
+    run_ffmpeg(cmd, None, lambda _: None)
+    plan = dataclasses.replace(plan_video(probe(source), -1), action="remux")
+    logged: list[str] = []
+    out = tmp_path / "web.mp4"
+    done = transcode_video(source, out, plan, preset=FAST, log=logged.append)
+    assert done.action == "transcode"
+    assert any("remux failed" in line for line in logged)
+    assert probe(out).codec == "h264"
+
+
 def test_progress_is_monotonic_and_ends_at_100(h264_faststart: Path, tmp_path: Path) -> None:
     plan = dataclasses.replace(plan_video(probe(h264_faststart), -1), action="transcode")
     cmd = build_ffmpeg_command(

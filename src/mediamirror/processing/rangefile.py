@@ -29,6 +29,10 @@ class RangeFile(io.RawIOBase):
     ``bytes_fetched`` and ``requests`` count what actually went over the wire, so callers
     (and benchmarks) can show how little of an object a probe needed. One instance is meant
     for one reader at a time; it is not thread-safe.
+
+    A failed fetch raises the store's error once; after that the file reads as empty (EOF),
+    because PyAV retries reads and would report every further exception as "dropped" while
+    re-raising the first. Open a new RangeFile to try again.
     """
 
     def __init__(

@@ -213,6 +213,8 @@ def run_ffmpeg(
     finally:
         if proc.poll() is None:  # an exception from a callback: do not leave ffmpeg behind
             _stop(proc)
+        for pump in pumps:  # ffmpeg is gone, so its pipes reach EOF promptly
+            pump.join(timeout=STOP_GRACE_SECONDS)
         proc.stdout.close()
         proc.stderr.close()
     if proc.returncode != 0:
@@ -224,8 +226,11 @@ def _pump(stream: IO[str], kind: str, events: queue.Queue[tuple[str, str]]) -> t
     """Forward lines of a pipe to ``events`` from a daemon thread."""
 
     def forward() -> None:
-        for line in stream:
-            events.put((kind, line.rstrip("\r\n")))
+        try:
+            for line in stream:
+                events.put((kind, line.rstrip("\r\n")))
+        except (OSError, ValueError):  # pipe closed under us after a stop: nothing to add
+            return
 
     thread = threading.Thread(target=forward, name=f"ffmpeg-{kind}", daemon=True)
     thread.start()

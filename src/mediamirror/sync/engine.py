@@ -162,6 +162,9 @@ class SyncEngine:
         try:
             self._begin_run(interrupted=taken_over is not None)
             try:
+                # Checked inside the run so that a store gone missing is recorded as a
+                # failed run, visible in `source show`.
+                self.store.check()
                 last = self._merge_listing()
                 self._delete_tail(last)
             except BaseException as exc:

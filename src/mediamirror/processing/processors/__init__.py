@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from mediamirror.config import Settings
+from mediamirror.errors import ConfigError
 from mediamirror.processing.processors.base import Dataset, Processor
 from mediamirror.processing.processors.command import CommandProcessor
 from mediamirror.processing.processors.images import ImagesProcessor
@@ -26,8 +27,23 @@ def _build(settings: Settings) -> dict[str, Processor]:
         found[ep.name] = ep.load()()
     configured: Any = settings.sections.get("processors", {}) or {}
     for name, conf in dict(configured).items():
-        found[name] = CommandProcessor(name, dict(conf or {}))
+        conf = dict(conf or {})
+        found[name] = _python(name, conf) if "python" in conf else CommandProcessor(name, conf)
     return found
+
+
+def _python(name: str, conf: dict[str, Any]) -> Processor:
+    """A processor class named ``module:Class`` in config.yaml, built as Class(name, conf)."""
+    import importlib
+
+    target = str(conf["python"])
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"processor {name!r}: cannot import {target!r}: {exc}") from exc
+    proc: Processor = cls(name, conf)
+    return proc
 
 
 def registry(settings: Settings) -> dict[str, Processor]:

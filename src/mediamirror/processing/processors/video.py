@@ -7,13 +7,7 @@ from typing import TYPE_CHECKING, Any
 from mediamirror.processing.probe import probe
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.rangefile import RangeFile
-from mediamirror.processing.transcode import (
-    build_ffmpeg_command,
-    ffmpeg_exe,
-    make_poster,
-    plan_video,
-    run_ffmpeg,
-)
+from mediamirror.processing.transcode import ffmpeg_exe, make_poster, plan_video, transcode_video
 from mediamirror.sync.layout import Kind
 
 if TYPE_CHECKING:
@@ -24,11 +18,6 @@ if TYPE_CHECKING:
 def _stem(name: str) -> str:
     dot = name.rfind(".")
     return name[:dot] if dot > 0 else name
-
-
-def _shown(cmd: list[str], secret: str) -> str:
-    """The command for the log, without the input URL (a presigned URL is a credential)."""
-    return " ".join("<input>" if part == secret else part for part in cmd)
 
 
 class VideoProcessor(Processor):
@@ -62,19 +51,21 @@ class VideoProcessor(Processor):
         if action != "keep":
             ctx.check()
             tmp = ctx.workdir / "video.mp4"
-            cmd = build_ffmpeg_command(
-                source_input, str(tmp), plan, ffmpeg_exe(), preset=self.preset, crf=self.crf
-            )
-            ctx.log(_shown(cmd, source_input))
+            ctx.log(f"ffmpeg: {action} ({self.preset}, crf {self.crf})")
             ctx.progress(2.0, "transcoding" if action == "transcode" else "remuxing")
-            run_ffmpeg(
-                cmd,
-                plan.duration,
-                lambda pct: ctx.progress(2.0 + pct * 0.9, None),
-                ctx.cancel,
-                ctx.remaining(),
-                ctx.log,
+            done = transcode_video(
+                source_input,
+                tmp,
+                plan,
+                ffmpeg=ffmpeg_exe(),
+                preset=self.preset,
+                crf=self.crf,
+                on_progress=lambda pct: ctx.progress(2.0 + pct * 0.9, None),
+                cancel=ctx.cancel,
+                timeout=ctx.remaining(),
+                log=ctx.log,
             )
+            action = done.action
             ctx.check()
             outputs["video"] = out.put_file(f"{base}/{_stem(video.name)}.mp4", tmp, "video/mp4")
             playable = str(tmp)

@@ -1,0 +1,736 @@
+"""Sync benchmark: ``mediamirror sync`` against a raw listing, side by side in one run.
+
+Phases (each printed as it runs, then a table of figure / target / met?):
+
+1. S3: moto's S3 API server as a subprocess on localhost, a bucket of ``--keys`` objects
+   (``site-NN/cam-NN/2024-MM-DD/...``: clips with JSON sidecars, frame folders, CSV, notes).
+2. Raw boto3 ``list_objects_v2`` listings (PageSize 1000, every key consumed) interleaved
+   with the real CLI: listing, first sync into a fresh SQLite catalog, listing, re-sync,
+   listing, re-sync, listing. Ratios are sync time over the mean raw listing time.
+3. The re-syncs of the unchanged bucket must write nothing: checksums of every row of
+   ``items`` and ``folders`` (``updated_at`` included) before and after, and the summary
+   line must say ``0 added, 0 changed, 0 deleted``.
+4. Local: a directory of ``--files`` empty files (created once, cached under
+   ``--work-dir``) synced by the CLI; keys/s and the subprocess's peak RSS.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/sync_bench.py            # full sizes, prints the figures
+    .venv/bin/python benchmarks/sync_bench.py --write-docs   # and updates docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import psutil
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+DOCS_TITLE = "# Benchmarks"
+DOCS_INTRO = (
+    "Every figure below comes from a script under `benchmarks/`, run on the project's "
+    "2-core machine; each section names the exact command that produced it."
+)
+SECTION = "## Sync (issue: mirror buckets)"
+BUCKET = "mediamirror-bench"
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # Never read the developer's own AWS files, never ask an instance metadata service.
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+TARGET_SYNC_RATIO = 1.15
+TARGET_RESYNC_RATIO = 1.10
+TARGET_KEYS_PER_S = 50_000
+TARGET_RSS_MB = 300
+
+SUMMARY = re.compile(
+    r"(?P<added>\d+) added, (?P<changed>\d+) changed, (?P<deleted>\d+) deleted, "
+    r"(?P<unchanged>\d+) unchanged in (?P<seconds>[\d.]+) s"
+)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- the CLI as a measured subprocess ----------------------------------------------------------
+
+
+@dataclass
+class CliRun:
+    """One finished ``mediamirror`` subprocess."""
+
+    args: list[str]
+    wall: float  # seconds, start of the process to its exit
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss: int  # bytes, from wait4's ru_maxrss (kernel high-water mark)
+    polled_rss: int  # bytes, highest RSS seen by polling every 50 ms
+
+    @property
+    def summary(self) -> Summary:
+        match = SUMMARY.search(self.stdout)
+        if match is None:
+            raise RuntimeError(f"no summary line in the output of {self.args}:\n{self.stdout}")
+        return Summary(
+            added=int(match["added"]),
+            changed=int(match["changed"]),
+            deleted=int(match["deleted"]),
+            unchanged=int(match["unchanged"]),
+            seconds=float(match["seconds"]),
+            line=next(line for line in self.stdout.splitlines() if match[0] in line).strip(),
+        )
+
+
+@dataclass
+class Summary:
+    added: int
+    changed: int
+    deleted: int
+    unchanged: int
+    seconds: float  # measured inside the sync process (SyncSummary.seconds)
+    line: str
+
+
+def mediamirror_command() -> list[str]:
+    script = Path(sys.executable).parent / "mediamirror"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mediamirror.cli"]
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """The parent's environment without any MEDIAMIRROR_* setting, plus a fresh home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMIRROR_")}
+    env.update(AWS_ENV)
+    env["MEDIAMIRROR_HOME"] = str(home)
+    return env
+
+
+def _poll_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    try:
+        proc = psutil.Process(pid)
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            stop.wait(0.05)
+    except psutil.Error:
+        return  # exited (or reaped) between two polls
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str]) -> CliRun:
+    """Run the CLI, timing it from spawn to exit and recording its peak memory."""
+    cmd = [*mediamirror_command(), *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stop = threading.Event()
+        polled = [0]
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=dict(env), stdout=out, stderr=err)
+        poller = threading.Thread(target=_poll_rss, args=(proc.pid, stop, polled), daemon=True)
+        poller.start()
+        # wait4 rather than Popen.wait: it hands back this child's own rusage.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        stop.set()
+        poller.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        run = CliRun(
+            args=list(args),
+            wall=wall,
+            returncode=proc.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            peak_rss=usage.ru_maxrss * 1024,  # KiB on Linux
+            polled_rss=polled[0],
+        )
+    if run.returncode != 0:
+        raise RuntimeError(
+            f"mediamirror {' '.join(args)} exited with {run.returncode}:\n{run.stderr}{run.stdout}"
+        )
+    return run
+
+
+# -- the S3 API server -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's S3 API server as a subprocess; yields its endpoint URL."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **AWS_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answered HTTP: ready
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not answer on {endpoint}") from None
+                time.sleep(0.05)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def s3_client(endpoint: str, pool: int = 16) -> S3Client:
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 4, "mode": "standard"},
+            max_pool_connections=pool,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def bucket_keys(count: int, seed: int = 20240101) -> list[tuple[str, int]]:
+    """``count`` (key, size) pairs laid out like camera-trap uploads, deterministic.
+
+    Each ``site-NN/cam-NN/2024-MM-DD/`` day holds a few clips with a JSON sidecar each
+    (``clip-HHMMSS.mp4`` + ``clip-HHMMSS.json``), a ``frames/`` folder of JPEGs, a
+    telemetry CSV and a notes file: about 45% images, 35% video+sidecar, 20% CSV/text.
+    """
+    rng = random.Random(seed)
+    keys: list[tuple[str, int]] = []
+    day = 0
+    while len(keys) < count:
+        month, mday = divmod(day % 336, 28)
+        for site in range(10):
+            for cam in range(8):
+                base = f"site-{site:02d}/cam-{cam:02d}/2024-{month + 1:02d}-{mday + 1:02d}/"
+                for _ in range(rng.randint(2, 6)):
+                    stamp = f"{rng.randrange(24):02d}{rng.randrange(60):02d}{rng.randrange(60):02d}"
+                    keys.append((f"{base}clip-{stamp}.mp4", rng.randint(64, 512)))
+                    keys.append((f"{base}clip-{stamp}.json", rng.randint(16, 256)))
+                first = rng.randrange(90_000)
+                for frame in range(rng.randint(6, 14)):
+                    keys.append(
+                        (f"{base}frames/frame-{first + frame:06d}.jpg", rng.randint(64, 512))
+                    )
+                keys.append((f"{base}telemetry.csv", rng.randint(16, 256)))
+                if rng.random() < 0.7:
+                    keys.append((f"{base}notes-{rng.randrange(1000):03d}.txt", rng.randint(0, 128)))
+        day += 1
+    unique = dict(keys)  # a repeated clip stamp keeps one key
+    while len(unique) < count:  # top up (rare) so the bucket holds exactly ``count``
+        unique[f"extra/extra-{len(unique):07d}.txt"] = 1
+    return sorted(unique.items())[:count]
+
+
+def fill_bucket(client: S3Client, keys: Sequence[tuple[str, int]], threads: int) -> float:
+    """Upload every key through a bounded thread pool; returns seconds taken."""
+    client.create_bucket(Bucket=BUCKET)
+    started = time.perf_counter()
+    done = 0
+    step = max(len(keys) // 10, 1)
+
+    def put(item: tuple[str, int]) -> None:
+        key, size = item
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x" * size)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(put, keys):
+            done += 1
+            if done % step == 0:
+                rate = done / (time.perf_counter() - started)
+                log(f"  uploaded {done:,}/{len(keys):,} ({rate:,.0f} keys/s)")
+    return time.perf_counter() - started
+
+
+def raw_listing(client: S3Client) -> tuple[float, int]:
+    """Seconds to list the whole bucket with boto3's paginator, touching every field."""
+    started = time.perf_counter()
+    count = 0
+    size = 0
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=BUCKET, PaginationConfig={"PageSize": 1000}):
+        for obj in page.get("Contents", ()):
+            count += 1
+            size += obj["Size"]
+            _ = (obj["Key"], obj["ETag"], obj["LastModified"])
+    return time.perf_counter() - started, count
+
+
+# -- catalog checks ----------------------------------------------------------------------------
+
+
+def table_digest(db: Path, table: str) -> tuple[str, int]:
+    """SHA-256 over every column of every row of ``table`` (by id), and the row count."""
+    digest = hashlib.sha256()
+    rows = 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        for row in conn.execute(f"SELECT * FROM {table} ORDER BY id"):
+            digest.update(repr(row).encode())
+            rows += 1
+    return digest.hexdigest(), rows
+
+
+def catalog_digest(db: Path) -> dict[str, tuple[str, int]]:
+    return {table: table_digest(db, table) for table in ("items", "folders")}
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str
+    met: bool | None  # None: informational, no target
+
+
+@dataclass
+class Results:
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
+        self.figures.append(Figure(name, value, target, met))
+
+
+def verdict(met: bool | None) -> str:
+    return "" if met is None else ("yes" if met else "**NO**")
+
+
+def mb(nbytes: int) -> float:
+    return nbytes / 1_000_000
+
+
+# -- phase 1-3: S3 -----------------------------------------------------------------------------
+
+
+def bench_s3(args: argparse.Namespace, work: Path, results: Results) -> None:
+    log(f"== S3: {args.keys:,} keys on moto's S3 API server")
+    keys = bucket_keys(args.keys)
+    with moto_server() as endpoint:
+        client = s3_client(endpoint, pool=max(args.upload_threads, 10))
+        upload = fill_bucket(client, keys, args.upload_threads)
+        log(f"  bucket filled in {upload:.1f} s ({len(keys) / upload:,.0f} keys/s)")
+        results.notes.append(
+            f"S3 bucket: {len(keys):,} keys ({sum(s for _, s in keys) / 1e6:.1f} MB) "
+            f"uploaded to moto {moto_version()} in {upload:.0f} s with "
+            f"{args.upload_threads} threads."
+        )
+
+        home = work / "home-s3"
+        reset_dir(home)
+        env = cli_env(home)
+        run_cli(
+            [
+                "source",
+                "add",
+                "bench",
+                f"s3://{BUCKET}",
+                "--endpoint-url",
+                endpoint,
+                "--preset",
+                "minio",
+            ],
+            env,
+        )
+        db = home / "catalog.db"
+
+        listings: list[float] = []
+
+        def listing(label: str) -> None:
+            seconds, count = raw_listing(client)
+            if count != len(keys):
+                raise RuntimeError(f"listed {count} keys, expected {len(keys)}")
+            listings.append(seconds)
+            log(f"  raw listing {label}: {seconds:.2f} s ({count / seconds:,.0f} keys/s)")
+
+        raw_listing(client)  # warm-up, not counted: moto's first pass, imports, connections
+        listing("#1")
+        first = run_cli(["sync", "bench", "--quiet"], env)
+        s = first.summary
+        log(f"  first sync: {first.wall:.2f} s wall, {s.seconds:.2f} s in-process | {s.line}")
+        if s.added != len(keys):
+            raise RuntimeError(f"first sync added {s.added} keys, expected {len(keys)}")
+        listing("#2")
+        before = catalog_digest(db)
+        resyncs: list[CliRun] = []
+        for i in range(args.resyncs):
+            run = run_cli(["sync", "bench", "--quiet"], env)
+            r = run.summary
+            log(
+                f"  re-sync #{i + 1}: {run.wall:.2f} s wall, {r.seconds:.2f} s in-process "
+                f"| {r.line}"
+            )
+            resyncs.append(run)
+            listing(f"#{i + 3}")
+        after = catalog_digest(db)
+
+    mean_l = statistics.mean(listings)
+    min_l = min(listings)
+    ratio_first = first.wall / mean_l
+    resync_wall = statistics.mean(r.wall for r in resyncs)
+    resync_inner = statistics.mean(r.summary.seconds for r in resyncs)
+    ratio_resync = resync_wall / mean_l
+    zero_summaries = all(
+        (r.summary.added, r.summary.changed, r.summary.deleted) == (0, 0, 0) for r in resyncs
+    )
+    unchanged_all = all(r.summary.unchanged == len(keys) for r in resyncs)
+    same_rows = before == after
+
+    log(
+        f"  raw listing: mean {mean_l:.2f} s, min {min_l:.2f} s over {len(listings)} "
+        f"({', '.join(f'{x:.2f}' for x in listings)})"
+    )
+    log(
+        f"  first sync / listing: {ratio_first:.3f}x wall (vs min {first.wall / min_l:.3f}x), "
+        f"{first.summary.seconds / mean_l:.3f}x in-process"
+    )
+    log(
+        f"  re-sync / listing: {ratio_resync:.3f}x wall (vs min {resync_wall / min_l:.3f}x), "
+        f"{resync_inner / mean_l:.3f}x in-process"
+    )
+    log(
+        "  re-sync catalog rows: "
+        + ", ".join(f"{t} {before[t][1]:,} rows {before[t][0][:12]}" for t in before)
+        + (" -> identical" if same_rows else f" -> CHANGED: {after}")
+    )
+
+    results.add("S3 raw listing (boto3, mean of listings)", f"{mean_l:.2f} s (min {min_l:.2f} s)")
+    results.add(
+        "S3 first sync, CLI wall",
+        f"{first.wall:.2f} s ({len(keys) / first.wall:,.0f} keys/s); "
+        f"in-process {first.summary.seconds:.2f} s",
+    )
+    results.add(
+        "S3 first sync / raw listing",
+        f"{ratio_first:.2f}x (in-process {first.summary.seconds / mean_l:.2f}x)",
+        f"<= {TARGET_SYNC_RATIO:.2f}x",
+        ratio_first <= TARGET_SYNC_RATIO,
+    )
+    results.add(
+        f"S3 re-sync (unchanged), CLI wall, mean of {len(resyncs)}",
+        f"{resync_wall:.2f} s; in-process {resync_inner:.2f} s",
+    )
+    results.add(
+        "S3 re-sync / raw listing",
+        f"{ratio_resync:.2f}x (in-process {resync_inner / mean_l:.2f}x)",
+        f"<= {TARGET_RESYNC_RATIO:.2f}x",
+        ratio_resync <= TARGET_RESYNC_RATIO,
+    )
+    results.add(
+        "S3 re-sync writes to items/folders",
+        ("none: rows identical" if same_rows else "ROWS CHANGED")
+        + "; summary "
+        + ("0 added, 0 changed, 0 deleted" if zero_summaries else "NOT 0/0/0")
+        + (f", {len(keys):,} unchanged" if unchanged_all else ""),
+        "0 writes",
+        same_rows and zero_summaries and unchanged_all,
+    )
+    results.add("S3 first sync peak RSS", f"{mb(first.peak_rss):.0f} MB")
+
+
+# -- phase 4: local directory ------------------------------------------------------------------
+
+
+def local_name(index: int) -> str:
+    """File ``index`` (1-based) of a camera folder: mostly .bin, some .jpg and .mp4."""
+    if index % 500 == 0:
+        return f"frame-{index:06d}.mp4"
+    if index % 25 == 0:
+        return f"frame-{index:06d}.jpg"
+    return f"frame-{index:06d}.bin"
+
+
+def ensure_files(root: Path, count: int, per_dir: int = 1000) -> float | None:
+    """Create ``count`` empty files under ``root`` once; None when cached from a prior run."""
+    stamp = root.with_name(root.name + ".complete")
+    if stamp.exists() and stamp.read_text().strip() == str(count) and root.is_dir():
+        return None
+    log(f"  creating {count:,} empty files under {root} (cached for later runs)")
+    started = time.perf_counter()
+    flags = os.O_CREAT | os.O_WRONLY
+    made = 0
+    folder = 0
+    while made < count:
+        folder += 1
+        path = root / f"cam-{folder:04d}"
+        path.mkdir(parents=True, exist_ok=True)
+        base = str(path) + "/"
+        for index in range(1, min(per_dir, count - made) + 1):
+            os.close(os.open(base + local_name(index), flags, 0o644))
+        made += min(per_dir, count - made)
+        if folder % 100 == 0:
+            log(f"    {made:,} files")
+    stamp.write_text(f"{count}\n")
+    return time.perf_counter() - started
+
+
+def bench_local(args: argparse.Namespace, work: Path, results: Results) -> None:
+    log(f"== local: {args.files:,} empty files")
+    root = work / f"files-{args.files}"
+    created = ensure_files(root, args.files)
+    if created is None:
+        log(f"  using the files cached under {root}")
+    else:
+        log(f"  created in {created:.0f} s")
+    home = work / "home-local"
+    reset_dir(home)
+    env = cli_env(home)
+    run_cli(["source", "add", "files", f"file://{root}"], env)
+    run = run_cli(["sync", "files", "--quiet"], env)
+    s = run.summary
+    rate_wall = args.files / run.wall
+    rate_inner = args.files / s.seconds if s.seconds else 0.0
+    log(f"  sync: {run.wall:.2f} s wall, {s.seconds:.2f} s in-process | {s.line}")
+    log(
+        f"  {rate_wall:,.0f} keys/s wall, {rate_inner:,.0f} keys/s in-process; peak RSS "
+        f"{mb(run.peak_rss):.0f} MB (wait4), {mb(run.polled_rss):.0f} MB (polled every 50 ms)"
+    )
+    if s.added != args.files:
+        raise RuntimeError(f"local sync added {s.added} keys, expected {args.files}")
+    results.add(
+        "Local sync, CLI wall",
+        f"{run.wall:.1f} s; in-process {s.seconds:.1f} s ({rate_inner:,.0f} keys/s)",
+    )
+    results.add(
+        f"Local sync of {args.files:,} files, keys/s (CLI wall)",
+        f"{rate_wall:,.0f} keys/s",
+        f">= {TARGET_KEYS_PER_S:,} keys/s",
+        rate_wall >= TARGET_KEYS_PER_S,
+    )
+    results.add(
+        "Local sync peak RSS (wait4 ru_maxrss)",
+        f"{mb(run.peak_rss):.0f} MB (polled: {mb(run.polled_rss):.0f} MB)",
+        f"<= {TARGET_RSS_MB} MB",
+        mb(run.peak_rss) <= TARGET_RSS_MB,
+    )
+    if created is not None:
+        results.notes.append(f"Local tree: {args.files:,} empty files created in {created:.0f} s.")
+    results.notes.append(
+        f"Local tree: {args.files:,} empty files in {(args.files + 999) // 1000:,} folders "
+        "`cam-NNNN/frame-NNNNNN.bin`, every 25th a `.jpg` and every 500th a `.mp4` "
+        "(each folder becomes an image-sequence dataset, each video its own dataset folder)."
+    )
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def reset_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")
+
+
+def revision() -> str:
+    """The commit measured, flagged when src/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown revision"
+    return f"commit {head}" + (" with uncommitted changes under src/" if dirty else "")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = psutil.virtual_memory().total / 2**30
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {ram:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, SQLite "
+        f"{sqlite3.sqlite_version}"
+    )
+
+
+def table(results: Results) -> list[str]:
+    rows = ["| figure | measured | target | met? |", "|---|---|---|---|"]
+    rows += [f"| {f.name} | {f.value} | {f.target} | {verdict(f.met)} |" for f in results.figures]
+    return rows
+
+
+def section(results: Results, command: str, elapsed: float) -> str:
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    lines = [
+        SECTION,
+        "",
+        "What a sync costs next to the listing it cannot avoid: `mediamirror sync` (the real "
+        "CLI, as a subprocess, into a fresh SQLite catalog) against a raw boto3 "
+        "`list_objects_v2` pagination (PageSize 1000) of the same bucket on moto's S3 API "
+        "server, interleaved (listing, first sync, listing, re-sync, listing, re-sync, "
+        "listing) in one run; ratios divide the CLI's wall time, interpreter start included, "
+        "by the mean raw listing. A re-sync of the unchanged bucket must not write: every row "
+        "of `items` and `folders` (with `updated_at`) is hashed before and after. Then a sync "
+        "of a local directory of empty files, for keys/s and peak memory (`wait4` "
+        "`ru_maxrss` of the subprocess).",
+        "",
+        *table(results),
+        "",
+        *(f"- {note}" for note in results.notes),
+        f"- Measured {today} at {revision()} on {machine()}; the whole benchmark took "
+        f"{elapsed / 60:.0f} min.",
+        "",
+        "Reproduce from the repository root:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(text: str, path: Path = DOCS) -> None:
+    """Replace (or add) the Sync section; other sections of the file are left alone."""
+    fresh = f"{DOCS_TITLE}\n\n{DOCS_INTRO}\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else fresh
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        rest = "".join(lines[end:])
+        new = "".join(lines[:start]) + text + ("\n" + rest if rest else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new, encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else "")
+    parser.add_argument("--keys", type=int, default=50_000, help="objects in the S3 bucket")
+    parser.add_argument("--files", type=int, default=1_000_000, help="files in the local tree")
+    parser.add_argument("--resyncs", type=int, default=2, help="re-syncs of the unchanged bucket")
+    parser.add_argument("--upload-threads", type=int, default=8, help="uploading threads")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / ".work",
+        help="catalogs and the cached local tree [benchmarks/.work]",
+    )
+    parser.add_argument("--skip-s3", action="store_true", help="only the local directory")
+    parser.add_argument("--skip-local", action="store_true", help="only the S3 bucket")
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"replace the Sync section of {DOCS}"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    work: Path = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"machine: {machine()}; {revision()}")
+    results = Results()
+    phases: list[tuple[bool, Callable[[argparse.Namespace, Path, Results], None]]] = [
+        (not args.skip_s3, bench_s3),
+        (not args.skip_local, bench_local),
+    ]
+    for enabled, phase in phases:
+        if enabled:
+            phase(args, work, results)
+    elapsed = time.perf_counter() - started
+    log("")
+    for row in table(results):
+        log(row)
+    log(f"\nbenchmark run time: {elapsed:.0f} s")
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    shown = [a for a in argv_used if a != "--write-docs"]
+    command = " ".join(
+        [".venv/bin/python", "benchmarks/sync_bench.py", *map(shlex.quote, shown), "--write-docs"]
+    )
+    if args.write_docs:
+        write_docs(section(results, command, elapsed))
+        log(f"wrote the Sync section of {DOCS}")
+    missed = [f.name for f in results.figures if f.met is False]
+    if missed:
+        log("targets missed: " + "; ".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
