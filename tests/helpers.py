@@ -246,6 +246,8 @@ class Cli:
         base.update(
             MEDIAMIRROR_HOME=str(self.home),
             MEDIAMIRROR_DATABASE_URL=self.database_url,
+            # Sync alone by default; tests that want post-processing after a sync turn it on.
+            MEDIAMIRROR_AUTO_POSTPROCESS="false",
             COLUMNS="100",
         )
         base.update(self.env)
@@ -257,6 +259,7 @@ class Cli:
             [*entry_point(), *args],
             env=self.environ(env),
             cwd=self.home.parent,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -274,6 +277,7 @@ class Cli:
             [*entry_point(), *args],
             env=self.environ(env),
             cwd=self.home.parent,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,

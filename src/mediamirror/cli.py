@@ -334,8 +334,16 @@ def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
 @cli.command()
 @click.option("--large-image-px", default=4096, show_default=True, help="Side of the large image.")
 @click.option("--no-process", is_flag=True, help="Mirror only; do not run the jobs.")
+@click.option(
+    "--serve/--no-serve",
+    "serve_after",
+    default=True,
+    show_default=True,
+    help="Then serve the web UI.",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @pass_ctx
-def demo(obj: Context, large_image_px: int, no_process: bool) -> None:
+def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool, port: int) -> None:
     """Generate sample media (several video codecs, an image sequence, a large image),
     mirror it into the catalog, post-process it, and show the result. Needs no account,
     server or network."""
@@ -355,11 +363,18 @@ def demo(obj: Context, large_image_px: int, no_process: bool) -> None:
     click.echo("")
     ctx.invoke(ls, path="/sample", recursive=True, as_json=False)
     click.echo(f"\noutputs: {obj.settings.output_url}")
+    if serve_after:
+        click.echo("")
+        ctx.invoke(
+            cli.commands["serve"], host="127.0.0.1", port=port, no_worker=False, access_log=False
+        )
 
 
 from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
+from mediamirror.cli_service import register as _register_service  # noqa: E402
 
 _register_jobs(cli, pass_ctx)
+_register_service(cli, pass_ctx)
 worker_command = cli.commands["worker"]
 
 

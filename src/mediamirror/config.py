@@ -58,13 +58,15 @@ class Settings:
         True, "Queue post-processing jobs for marked datasets at the end of every sync."
     )
     output_store: str = _setting(
-        "", "Where derived files go (s3://bucket/prefix or file:///path); never a source. "
-        "Empty means <home>/outputs."
+        "",
+        "Where derived files go (s3://bucket/prefix or file:///path); never a source. "
+        "Empty means <home>/outputs.",
     )
     output_endpoint_url: str = _setting("", "S3 API endpoint of the output store, if not AWS.")
     results_store: str = _setting(
-        "", "Where command processors' results go (results/<dataset path>/). Empty means "
-        "the output store."
+        "",
+        "Where command processors' results go (results/<dataset path>/). Empty means "
+        "the output store.",
     )
     workers: int = _setting(0, "Jobs a local worker runs at once; 0 means the CPU count.")
     job_timeout: int = _setting(3600, "Seconds a job may run before it is stopped and retried.")
@@ -110,8 +112,7 @@ class Settings:
             return tuple(float(x) for x in self.job_retry_intervals.split(",") if x.strip())
         except ValueError:
             raise ConfigError(
-                f"job_retry_intervals {self.job_retry_intervals!r} must be numbers, "
-                "comma-separated"
+                f"job_retry_intervals {self.job_retry_intervals!r} must be numbers, comma-separated"
             ) from None
 
     @property

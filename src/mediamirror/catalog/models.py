@@ -121,6 +121,8 @@ class Item(Base):
     state: Mapped[str] = mapped_column(String(20), default="present")
     # Set when the object is new or changed; cleared by post-processing.
     needs_processing: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Ordering key of the last bucket event applied (S3 sequencer, GCS generation).
+    sequencer: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -230,6 +230,13 @@ class ReadOnlyStore:
     def download(self, key: str, dest: Path) -> None:
         self._inner.download(key, dest)
 
+    def locate(self, key: str) -> tuple[str, str]:
+        """How to serve an object: ("file", local path) or ("url", presigned URL)."""
+        inner = self._inner
+        if hasattr(inner, "local_path"):
+            return "file", str(inner.local_path(key))
+        return "url", str(inner.presigned_url(key))
+
     def media_input(self, key: str) -> str:
         """What ffmpeg should read: a local path, or a presigned HTTP URL (no download)."""
         inner = self._inner

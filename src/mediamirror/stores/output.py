@@ -82,6 +82,12 @@ class OutputStore:
     def download(self, rel: str, dest: Path) -> None:
         self.inner.download(self.key(rel), dest)
 
+    def locate(self, rel: str) -> tuple[str, str]:
+        """How to serve a file: ("file", local path) or ("url", presigned URL)."""
+        if self.spec.kind == "local":
+            return "file", str(self.inner.local_path(self.key(rel)))
+        return "url", str(self.inner.presigned_url(self.key(rel)))
+
     def list(self, rel_prefix: str) -> Iterator[str]:
         """Keys (relative) under a prefix, for replacing result sets."""
         full = self.key(rel_prefix)

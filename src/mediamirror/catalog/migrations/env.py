@@ -2,7 +2,8 @@
 
 from alembic import context
 
-import mediamirror.jobs.model  # noqa: F401  (jobs table in the metadata)
+import mediamirror.jobs.model
+import mediamirror.web.models  # noqa: F401  (service tables in the metadata)
 from mediamirror.catalog.models import Base
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,380 @@
+"""Jobs throughput: how many no-op jobs per second ``mediamirror worker --burst`` drains.
+
+10,000 empty ``.mp4`` files in a local directory become 10,000 video datasets
+(``mediamirror sync`` with ``MEDIAMIRROR_AUTO_POSTPROCESS=false``); ``mediamirror reprocess /
+--processor noop`` queues one job per dataset for the bench-only ``noop`` processor
+(``benchmarks/noop_processor.py``), and ``mediamirror worker --burst`` (default concurrency:
+the CPU count) runs them. The processor does nothing, so the rate is the job machinery's:
+claim, load the dataset, progress, record success, finish.
+
+With ``--profile`` (or automatically when the target is missed) the same 10,000 jobs are
+queued again and the worker runs in-process under cProfile (one profiler per pool thread,
+merged) and, when installed, under py-spy; the report says where the time goes.
+
+    .venv/bin/python benchmarks/jobs_bench.py [--jobs 10000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sqlite3
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from _bench_util import (
+    BENCH_DIR,
+    BIN,
+    MEDIAMIRROR,
+    PYTHON,
+    BenchResult,
+    dump_json,
+    loadavg,
+    mm_env,
+    run_timed,
+    say,
+)
+
+TARGET_JOBS_PER_S = 500.0
+CONFIG = """\
+processors:
+  noop:
+    python: "noop_processor:NoopProcessor"
+    applies_to: [video]
+    auto: false
+"""
+
+
+def make_files(root: Path, count: int, per_dir: int = 100) -> None:
+    """``count`` empty ``.mp4`` files, ``per_dir`` to a directory (each one a dataset)."""
+    for n in range(count):
+        folder = root / f"d{n // per_dir:04d}"
+        if n % per_dir == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"clip-{n:06d}.mp4").touch()
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def job_span(db: Path, since_id: int = 0) -> dict[str, float | int | dict[str, int]]:
+    """States and the first start / last finish of the jobs with id > ``since_id``."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT state, started_at, finished_at FROM jobs WHERE id > ?", (since_id,)
+        ).fetchall()
+    finally:
+        con.close()
+    states = Counter(r[0] for r in rows)
+    starts = [_parse_time(r[1]) for r in rows if r[1]]
+    ends = [_parse_time(r[2]) for r in rows if r[2]]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return {"jobs": len(rows), "states": dict(states), "span_s": span}
+
+
+def max_job_id(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()[0])
+    finally:
+        con.close()
+
+
+def enqueue_only(work: Path, count: int) -> float:
+    """Seconds for ``jobs.queue.enqueue`` of ``count`` specs into a fresh SQLite catalog
+    (the queue's own insert cost, without selecting datasets)."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from mediamirror.catalog.db import Catalog
+        from mediamirror.jobs.model import RetryPolicy
+        from mediamirror.jobs.queue import JobSpec, enqueue
+        catalog = Catalog("sqlite:///{work / "enqueue-only.db"}")
+        specs = [JobSpec("noop", "folder", i, "v1") for i in range(1, {count} + 1)]
+        start = time.perf_counter()
+        ids = enqueue(catalog, specs, RetryPolicy())
+        print(len(ids), time.perf_counter() - start)
+        """
+    )
+    out = run_timed([PYTHON, "-c", code]).stdout.split()
+    assert int(out[0]) == count, out
+    return float(out[1])
+
+
+PROFILE_DRIVER = """\
+import cProfile, pstats, sys, threading
+import mediamirror.jobs.executors.local as local
+from mediamirror.cli import main
+
+out = sys.argv[1]
+profiles = []
+lock = threading.Lock()
+tls = threading.local()
+original = local.run_claimed
+
+def profiled(*args, **kwargs):
+    prof = getattr(tls, "prof", None)
+    if prof is None:
+        prof = tls.prof = cProfile.Profile()
+        with lock:
+            profiles.append(prof)
+    prof.enable()
+    try:
+        return original(*args, **kwargs)
+    finally:
+        prof.disable()
+
+local.run_claimed = profiled
+main_prof = cProfile.Profile()
+sys.argv = ["mediamirror", "worker", "--burst"]
+main_prof.enable()
+try:
+    main()
+finally:
+    main_prof.disable()
+    stats = pstats.Stats(main_prof)
+    for prof in profiles:
+        stats.add(prof)
+    stats.dump_stats(out)
+"""
+
+
+def requeue(env: dict[str, str], home: Path) -> int:
+    """Queue the noop jobs again (the earlier ones ended, so their keys are free)."""
+    before = max_job_id(home / "catalog.db")
+    run_timed([MEDIAMIRROR, "reprocess", "/", "--processor", "noop"], env=env)
+    return before
+
+
+def profile_cprofile(env: dict[str, str], home: Path, work: Path, result: BenchResult) -> None:
+    import pstats
+
+    since = requeue(env, home)
+    driver = work / "profile_worker.py"
+    driver.write_text(PROFILE_DRIVER)
+    out = work / "worker.pstats"
+    timed = run_timed([PYTHON, str(driver), str(out)], env=env)
+    span = job_span(home / "catalog.db", since)
+    result.note(
+        f"cProfile run: {span['jobs']} jobs in {timed.seconds:.1f} s wall "
+        f"(profiling overhead included); states {span['states']}"
+    )
+    stats = pstats.Stats(str(out))
+    # Per-thread profilers are merged, so totals are summed over the pool's threads.
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in entries.values())  # tottime summed: all profiled time
+
+    def label(func: tuple[str, int, str]) -> str:
+        filename, line, name = func
+        short = re.sub(r".*/site-packages/", "", filename)
+        short = re.sub(r".*/src/", "", short)
+        return f"{short}:{line}({name})"
+
+    by_cum = sorted(entries.items(), key=lambda kv: kv[1][3], reverse=True)
+    interesting = [
+        (func, v)
+        for func, v in by_cum
+        if "mediamirror" in func[0] or func[2] in ("mkdtemp", "rmtree")
+    ][:25]
+    result.raw["cprofile_cumulative"] = [
+        {"func": label(f), "calls": v[1], "cum_s": round(v[3], 3)} for f, v in interesting
+    ]
+    by_self = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:20]
+    result.raw["cprofile_self"] = [
+        {"func": label(f), "calls": v[1], "self_s": round(v[2], 3)} for f, v in by_self
+    ]
+    say("  cProfile, cumulative time (summed over threads) of mediamirror functions:")
+    for row in result.raw["cprofile_cumulative"]:
+        say(f"    {row['cum_s']:8.2f} s {row['calls']:>8}  {row['func']}")
+    say(f"  cProfile, self time (total profiled {total:.1f} s):")
+    for row in result.raw["cprofile_self"]:
+        say(f"    {row['self_s']:8.2f} s {row['calls']:>8}  {row['func']}")
+
+
+def profile_pyspy(env: dict[str, str], home: Path, work: Path, result: BenchResult) -> None:
+    pyspy = shutil.which("py-spy") or (str(BIN / "py-spy") if (BIN / "py-spy").exists() else None)
+    if pyspy is None:
+        result.note("py-spy is not installed: sampling profile skipped")
+        return
+    since = requeue(env, home)
+    out = work / "worker.pyspy.txt"
+    cmd = [pyspy, "record", "--format", "raw", "--rate", "250", "--output", str(out)]
+    cmd += ["--", MEDIAMIRROR, "worker", "--burst"]
+    timed = run_timed(cmd, env=env, check=False)
+    if timed.returncode != 0 or not out.exists():
+        result.note(f"py-spy failed: {timed.stderr.strip()[-300:]}")
+        return
+    span = job_span(home / "catalog.db", since)
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    samples = 0
+    for line in out.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        seen: set[str] = set()
+        for frame in frames:
+            name = _pyspy_frame(frame)
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] += count
+        leaf[_pyspy_frame(frames[-1])] += count
+    result.note(
+        f"py-spy run: {span['jobs']} jobs in {timed.seconds:.1f} s wall, {samples} samples "
+        "of active (non-idle) threads at 250 Hz"
+    )
+    watched = [
+        (name, n)
+        for name, n in inclusive.most_common()
+        if ("mediamirror/" in name or "(mkdtemp)" in name or "(rmtree)" in name)
+    ][:25]
+    result.raw["pyspy_inclusive"] = [
+        {"func": name, "samples": n, "share": round(n / samples, 3)} for name, n in watched
+    ]
+    result.raw["pyspy_leaf"] = [
+        {"func": name, "samples": n, "share": round(n / samples, 3)}
+        for name, n in leaf.most_common(15)
+    ]
+    say("  py-spy, share of active samples spent inside (inclusive):")
+    for row in result.raw["pyspy_inclusive"]:
+        say(f"    {row['share']:6.1%}  {row['func']}")
+    say("  py-spy, leaf frames:")
+    for row in result.raw["pyspy_leaf"]:
+        say(f"    {row['share']:6.1%}  {row['func']}")
+
+
+def _pyspy_frame(frame: str) -> str:
+    # raw frames look like "function (path/to/file.py:123)"
+    match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame)
+    if not match:
+        return frame
+    func, path = match.groups()
+    path = re.sub(r".*/site-packages/", "", path)
+    path = re.sub(r".*/src/", "", path)
+    return f"{path}({func})"
+
+
+def run(
+    work: Path, *, jobs: int = 10_000, profile: str = "auto", concurrency: int | None = None
+) -> BenchResult:
+    result = BenchResult("jobs")
+    started = time.perf_counter()
+    say(f"== jobs throughput: {jobs} no-op jobs (load {loadavg()})")
+    media = work / "jobs-media"
+    home = work / "jobs-home"
+    shutil.rmtree(media, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / "config.yaml").write_text(CONFIG)
+    t = time.perf_counter()
+    make_files(media, jobs)
+    result.note(f"made {jobs} empty .mp4 files in {time.perf_counter() - t:.1f} s")
+    env = mm_env(
+        home, {"MEDIAMIRROR_AUTO_POSTPROCESS": "false", "PYTHONPATH": str(BENCH_DIR)}
+    )
+    run_timed([MEDIAMIRROR, "source", "add", "jobs", f"file://{media}"], env=env)
+    sync = run_timed([MEDIAMIRROR, "sync", "jobs", "--quiet"], env=env)
+    result.note(f"sync: {sync.stdout.strip()} in {sync.seconds:.1f} s")
+    result.commands += [
+        "MEDIAMIRROR_AUTO_POSTPROCESS=false PYTHONPATH=benchmarks "
+        f"mediamirror source add jobs file://<{jobs} empty .mp4 files>",
+        "mediamirror sync jobs --quiet",
+    ]
+
+    queued = run_timed([MEDIAMIRROR, "reprocess", "/", "--processor", "noop"], env=env)
+    count = int(re.search(r"queued (\d+) job", queued.stdout).group(1))  # type: ignore[union-attr]
+    if count != jobs:
+        raise RuntimeError(f"expected {jobs} jobs queued, got: {queued.stdout}")
+    result.commands.append("mediamirror reprocess / --processor noop")
+    direct_enqueue = enqueue_only(work, jobs)
+
+    worker_cmd = [MEDIAMIRROR, "worker", "--burst"]
+    shown = "mediamirror worker --burst"
+    if concurrency:
+        worker_cmd += ["--concurrency", str(concurrency)]
+        shown += f" --concurrency {concurrency}"
+    load_before = loadavg()
+    worker = run_timed(worker_cmd, env=env)
+    result.commands.append(shown)
+    span = job_span(home / "catalog.db")
+    states = span["states"]
+    assert isinstance(states, dict)
+    if states.get("success") != jobs:
+        raise RuntimeError(f"not every job succeeded: {states} / {worker.stdout}")
+    rate_wall = jobs / worker.seconds
+    span_s = float(span["span_s"])  # type: ignore[arg-type]
+    rate_span = jobs / span_s if span_s else float("inf")
+    result.note(f"worker: {worker.stdout.strip()} in {worker.seconds:.2f} s (load {load_before})")
+    result.note(
+        f"queueing: `mediamirror reprocess` {queued.seconds:.2f} s for {jobs} jobs (command "
+        f"wall time: start-up, dataset selection, enqueue); enqueue() alone "
+        f"{direct_enqueue:.3f} s ({jobs / direct_enqueue:,.0f} jobs/s)"
+    )
+    result.note(
+        f"throughput: {rate_wall:,.0f} jobs/s over the worker command's wall time; "
+        f"{rate_span:,.0f} jobs/s between the first claim and the last finish"
+    )
+    result.row(
+        "worker --burst, no-op jobs/s (command wall time)",
+        rate_wall,
+        "jobs/s",
+        f">= {TARGET_JOBS_PER_S:.0f}",
+        rate_wall >= TARGET_JOBS_PER_S,
+    )
+    result.row("no-op jobs/s, first claim to last finish", rate_span, "jobs/s")
+    result.row(f"queue {jobs} jobs: mediamirror reprocess", queued.seconds, "s")
+    result.row(f"queue {jobs} jobs: jobs.queue.enqueue()", direct_enqueue, "s")
+    result.raw.update(
+        {
+            "jobs": jobs,
+            "worker_s": worker.seconds,
+            "span_s": span_s,
+            "reprocess_s": queued.seconds,
+            "enqueue_s": direct_enqueue,
+            "sync_s": sync.seconds,
+        }
+    )
+    if profile == "always" or (profile == "auto" and rate_wall < TARGET_JOBS_PER_S):
+        say("  target missed or profiling asked: profiling the worker")
+        profile_cprofile(env, home, work, result)
+        profile_pyspy(env, home, work, result)
+    shutil.rmtree(media, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, help="worker --concurrency (default: CPUs)")
+    parser.add_argument(
+        "--profile", choices=["auto", "always", "never"], default="auto",
+        help="profile the worker (auto: when the target is missed)",
+    )
+    parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="write raw results here")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mm-jobs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run(work, jobs=args.jobs, profile=args.profile, concurrency=args.concurrency)
+    for row in result.rows:
+        say(f"{row.figure}: {row.shown()} {row.target} {row.verdict()}")
+    if args.json:
+        dump_json(args.json, result.raw)
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
+

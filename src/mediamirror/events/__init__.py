@@ -1,0 +1,1 @@
+"""Bucket notifications: one parser per format, applied to the catalog like a sync."""

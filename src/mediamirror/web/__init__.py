@@ -1,0 +1,1 @@
+"""The service: REST API, push endpoints, IIIF tiles and the web UI."""

@@ -1,0 +1,313 @@
+"""Folders (the tree, paginated and sorted), datasets, items, and their media."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import Select, func, select
+
+from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES
+from mediamirror.errors import NotFoundError
+from mediamirror.jobs.model import JOBS
+from mediamirror.web.deps import Svc, Viewer
+
+router = APIRouter(tags=["browse"])
+Sort = Literal["name", "-name", "updated", "-updated"]
+
+
+def dataset_status(meta: dict[str, Any]) -> str | None:
+    if not meta.get("type"):
+        return None
+    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
+    if "error" in states:
+        return "error"
+    if meta.get("MarkForPostProcess") is True:
+        return "pending"
+    return "ready" if meta.get("annotate") else "new"
+
+
+def folder_dict(row: Any) -> dict[str, Any]:
+    meta = dict(row.meta or {})
+    return {
+        "id": row.id,
+        "name": row.name,
+        "path": row.path,
+        "parent_id": row.parent_id,
+        "type": meta.get("type"),
+        "status": dataset_status(meta),
+        "state": row.state,
+        "updated_at": row.updated_at.isoformat(),
+        "meta": meta,
+    }
+
+
+def item_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "key": row.key,
+        "name": row.name,
+        "folder_id": row.folder_id,
+        "size": row.size,
+        "etag": row.etag,
+        "last_modified": row.last_modified.isoformat(),
+        "state": row.state,
+        "content_url": f"/api/v1/items/{row.id}/content",
+    }
+
+
+def _folder(conn: Any, folder_id: int) -> Any:
+    row = conn.execute(select(FOLDERS).where(FOLDERS.c.id == folder_id)).first()
+    if row is None:
+        raise NotFoundError(f"no folder {folder_id}")
+    return row
+
+
+def _breadcrumbs(conn: Any, row: Any) -> list[dict[str, Any]]:
+    # Ancestors are the prefixes of the path: one query, not one per level.
+    parts = row.path.strip("/").split("/")
+    paths = ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+    found = {
+        r.path: r.id
+        for r in conn.execute(select(FOLDERS.c.id, FOLDERS.c.path).where(FOLDERS.c.path.in_(paths)))
+    }
+    return [{"id": found.get(p), "name": p.rsplit("/", 1)[-1], "path": p} for p in paths]
+
+
+def _sorted(query: Select[Any], sort: Sort) -> Select[Any]:
+    column = FOLDERS.c.name if sort.endswith("name") else FOLDERS.c.updated_at
+    order = column.desc() if sort.startswith("-") else column.asc()
+    return query.order_by(order, FOLDERS.c.id)
+
+
+@router.get("/folders/{folder_id}")
+def get_folder(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    with svc.catalog.read() as conn:
+        row = _folder(conn, folder_id)
+        out = folder_dict(row)
+        out["breadcrumbs"] = _breadcrumbs(conn, row)
+        out["counts"] = {
+            "folders": conn.execute(
+                select(func.count()).where(FOLDERS.c.parent_id == folder_id)
+            ).scalar_one(),
+            "items": conn.execute(
+                select(func.count()).where(ITEMS.c.folder_id == folder_id)
+            ).scalar_one(),
+        }
+    return out
+
+
+@router.get("/folders")
+def root_folders(
+    svc: Svc,
+    _: Viewer,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+    sort: Sort = "name",
+) -> dict[str, Any]:
+    """Top-level folders (source mounts and their parents)."""
+    return _children(svc, None, offset, limit, sort)
+
+
+@router.get("/folders/{folder_id}/children")
+def child_folders(
+    folder_id: int,
+    svc: Svc,
+    _: Viewer,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+    sort: Sort = "name",
+) -> dict[str, Any]:
+    """Sub-folders and datasets of a folder, one page at a time."""
+    return _children(svc, folder_id, offset, limit, sort)
+
+
+def _children(
+    svc: Any, folder_id: int | None, offset: int, limit: int, sort: Sort
+) -> dict[str, Any]:
+    cond = FOLDERS.c.parent_id.is_(None) if folder_id is None else FOLDERS.c.parent_id == folder_id
+    with svc.catalog.read() as conn:
+        if folder_id is not None:
+            _folder(conn, folder_id)
+        total = conn.execute(select(func.count()).where(cond)).scalar_one()
+        rows = conn.execute(_sorted(select(FOLDERS).where(cond), sort).offset(offset).limit(limit))
+        folders = [folder_dict(r) for r in rows]
+    return {"total": total, "offset": offset, "limit": limit, "folders": folders}
+
+
+@router.get("/folders/{folder_id}/items")
+def folder_items(
+    folder_id: int,
+    svc: Svc,
+    _: Viewer,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    include_deleted: bool = False,
+) -> dict[str, Any]:
+    cond = ITEMS.c.folder_id == folder_id
+    if not include_deleted:
+        cond = cond & (ITEMS.c.state == "present")
+    with svc.catalog.read() as conn:
+        _folder(conn, folder_id)
+        total = conn.execute(select(func.count()).where(cond)).scalar_one()
+        rows = conn.execute(
+            select(ITEMS).where(cond).order_by(ITEMS.c.key).offset(offset).limit(limit)
+        )
+        items = [item_dict(r) for r in rows]
+    return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+
+@router.get("/datasets/{folder_id}")
+def get_dataset(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    """A dataset with its metadata, outputs, media URLs and job history."""
+    with svc.catalog.read() as conn:
+        row = _folder(conn, folder_id)
+        if not (row.meta or {}).get("type"):
+            raise NotFoundError(f"folder {folder_id} is not a dataset")
+        out = folder_dict(row)
+        out["breadcrumbs"] = _breadcrumbs(conn, row)
+        items = conn.execute(
+            select(ITEMS)
+            .where(ITEMS.c.folder_id == folder_id, ITEMS.c.state == "present")
+            .order_by(ITEMS.c.key)
+            .limit(5000)
+        ).all()
+        out["items"] = [item_dict(i) for i in items]
+        jobs = conn.execute(
+            select(JOBS)
+            .where(JOBS.c.target_type == "folder", JOBS.c.target_id == folder_id)
+            .order_by(JOBS.c.id.desc())
+            .limit(50)
+        ).all()
+        out["jobs"] = [
+            {
+                "id": j.id,
+                "processor": j.processor,
+                "state": j.state,
+                "progress": j.progress,
+                "error": j.error,
+                "message": j.message,
+                "attempts": j.attempts,
+                "created_at": j.created_at.isoformat(),
+                "finished_at": j.finished_at.isoformat() if j.finished_at else None,
+            }
+            for j in jobs
+        ]
+    out["media"] = _media_urls(folder_id, out["meta"])
+    return out
+
+
+def _media_urls(folder_id: int, meta: dict[str, Any]) -> dict[str, Any]:
+    outputs = meta.get("outputs") or {}
+    base = f"/api/v1/datasets/{folder_id}"
+    media: dict[str, Any] = {}
+    if meta.get("type") == "video" and meta.get("annotate"):
+        media["video"] = f"{base}/video"
+    if outputs.get("poster"):
+        media["poster"] = f"{base}/poster"
+    if outputs.get("pyramid"):
+        media["iiif"] = f"/iiif/3/{folder_id}/info.json"
+    if meta.get("type") == "image-sequence":
+        media["frames"] = f"{base}/frames"
+    return media
+
+
+def _serve(kind: str, target: str, name: str) -> Response:
+    if kind == "url":
+        return RedirectResponse(target, status_code=307)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return FileResponse(
+        target, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+def _meta(svc: Any, folder_id: int) -> tuple[Any, dict[str, Any]]:
+    with svc.catalog.read() as conn:
+        row = _folder(conn, folder_id)
+    return row, dict(row.meta or {})
+
+
+@router.get("/datasets/{folder_id}/video")
+def dataset_video(folder_id: int, svc: Svc, _: Viewer) -> Response:
+    """The playable video (HTTP range requests): the transcode, or the original if kept."""
+    row, meta = _meta(svc, folder_id)
+    rel = (meta.get("outputs") or {}).get("video")
+    if rel:
+        kind, target = svc.output_store().locate(rel)
+        return _serve(kind, target, rel)
+    key = (meta.get("media") or {}).get("item")
+    if not key or row.source_id is None:
+        raise NotFoundError("this dataset has no playable video yet")
+    kind, target = svc.source_store(row.source_id).locate(key)
+    return _serve(kind, target, key)
+
+
+@router.get("/datasets/{folder_id}/poster")
+def dataset_poster(folder_id: int, svc: Svc, _: Viewer) -> Response:
+    _, meta = _meta(svc, folder_id)
+    rel = (meta.get("outputs") or {}).get("poster")
+    if not rel:
+        raise NotFoundError("this dataset has no poster")
+    kind, target = svc.output_store().locate(rel)
+    return _serve(kind, target, rel)
+
+
+@router.get("/datasets/{folder_id}/frames")
+def dataset_frames(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    """Frame URLs of an image sequence, in order (web versions where converted)."""
+    _, meta = _meta(svc, folder_id)
+    converted = (meta.get("outputs") or {}).get("frames") or {}
+    with svc.catalog.read() as conn:
+        rows = conn.execute(
+            select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.name)
+            .where(ITEMS.c.folder_id == folder_id, ITEMS.c.state == "present")
+            .order_by(ITEMS.c.key)
+        ).all()
+    from mediamirror.sync.layout import IMAGE_EXTENSIONS, extension
+
+    frames = [
+        {
+            "item_id": r.id,
+            "name": r.name,
+            "url": f"/api/v1/items/{r.id}/content" + ("?web=1" if r.key in converted else ""),
+        }
+        for r in rows
+        if extension(r.name) in IMAGE_EXTENSIONS
+    ]
+    return {"fps": meta.get("fps"), "frames": frames}
+
+
+@router.get("/items/{item_id}")
+def get_item(item_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    with svc.catalog.read() as conn:
+        row = conn.execute(
+            select(ITEMS, SOURCES.c.name.label("source"))
+            .join(SOURCES, SOURCES.c.id == ITEMS.c.source_id)
+            .where(ITEMS.c.id == item_id)
+        ).first()
+    if row is None:
+        raise NotFoundError(f"no item {item_id}")
+    return {**item_dict(row), "source": row.source}
+
+
+@router.get("/items/{item_id}/content")
+def item_content(item_id: int, svc: Svc, _: Viewer, web: bool = False) -> Response:
+    """The object's bytes (range requests), or its web version for converted frames."""
+    with svc.catalog.read() as conn:
+        row = conn.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()
+        folder = (
+            conn.execute(select(FOLDERS.c.meta).where(FOLDERS.c.id == row.folder_id)).first()
+            if row
+            else None
+        )
+    if row is None or row.state != "present":
+        raise NotFoundError(f"no item {item_id} in the bucket")
+    if web and folder is not None:
+        rel = ((folder.meta or {}).get("outputs") or {}).get("frames", {}).get(row.key)
+        if rel:
+            kind, target = svc.output_store().locate(rel)
+            return _serve(kind, target, rel)
+    kind, target = svc.source_store(row.source_id).locate(row.key)
+    return _serve(kind, target, row.name)

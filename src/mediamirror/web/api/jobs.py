@@ -1,0 +1,145 @@
+"""Jobs (list, show, log, retry, cancel) and batch post-processing / re-processing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from mediamirror.catalog.models import FOLDERS
+from mediamirror.errors import NotFoundError
+from mediamirror.jobs import queue
+from mediamirror.jobs.model import JobStatus
+from mediamirror.postprocess import postprocess, reprocess
+from mediamirror.web.deps import Admin, Svc, Viewer
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_dict(row: Any, *, log: bool = False) -> dict[str, Any]:
+    out = {c: getattr(row, c) for c in row._fields if c != "log_tail" or log}
+    for key, value in out.items():
+        if hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+    out.pop("active_key", None)
+    return out
+
+
+@router.get("/jobs")
+def list_jobs(
+    svc: Svc,
+    _: Viewer,
+    state: list[JobStatus] = Query(default=[]),
+    processor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    rows = queue.listing(
+        svc.catalog,
+        states=[s.value for s in state],
+        processor=processor,
+        limit=limit,
+        offset=offset,
+    )
+    return {"counts": queue.counts(svc.catalog), "jobs": [job_dict(r) for r in rows]}
+
+
+@router.get("/jobs/{job_id}")
+def show_job(job_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    return job_dict(queue.get(svc.catalog, job_id), log=True)
+
+
+@router.get("/jobs/{job_id}/log")
+def job_log(job_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+    return {"id": job_id, "log": queue.get(svc.catalog, job_id).log_tail}
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry_job(job_id: int, svc: Svc, _: Admin) -> dict[str, Any]:
+    queue.retry(svc.catalog, job_id)
+    return job_dict(queue.get(svc.catalog, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, svc: Svc, _: Admin) -> dict[str, Any]:
+    outcome = queue.cancel(svc.catalog, job_id)
+    return {**job_dict(queue.get(svc.catalog, job_id)), "outcome": outcome}
+
+
+class PostprocessBody(BaseModel):
+    limit: int | None = Field(default=None, ge=1)
+    skipTranscoding: bool = False
+    onlyPending: bool = False
+    recursive: bool = True
+
+
+def _folder_path(svc: Any, folder_id: int) -> str:
+    with svc.catalog.read() as conn:
+        row = conn.execute(select(FOLDERS.c.path).where(FOLDERS.c.id == folder_id)).first()
+    if row is None:
+        raise NotFoundError(f"no folder {folder_id}")
+    return str(row.path)
+
+
+def _postprocess(svc: Any, folder_id: int, body: PostprocessBody) -> dict[str, Any]:
+    plan = postprocess(
+        svc,
+        _folder_path(svc, folder_id),
+        recursive=body.recursive,
+        limit=body.limit,
+        skip_transcoding=body.skipTranscoding,
+        only_pending=body.onlyPending,
+    )
+    return {"datasets": len(plan.datasets), "queued": plan.queued, "message": plan.line()}
+
+
+@router.post("/folders/{folder_id}/postprocess")
+def batch_postprocess(
+    folder_id: int, svc: Svc, _: Admin, body: PostprocessBody | None = None
+) -> dict[str, Any]:
+    """Queue post-processing of the marked datasets under a folder, then clear the marks."""
+    return _postprocess(svc, folder_id, body or PostprocessBody())
+
+
+@router.post("/dive_rpc/batch_postprocess/{folder_id}")
+def dive_batch_postprocess(
+    folder_id: int,
+    svc: Svc,
+    _: Admin,
+    limit: int | None = Query(None, ge=1),
+    skipTranscoding: bool = False,
+    onlyPending: bool = False,
+) -> dict[str, Any]:
+    """DIVE-compatible alias of batch post-process (query parameters, as DIVE sends them)."""
+    body = PostprocessBody(limit=limit, skipTranscoding=skipTranscoding, onlyPending=onlyPending)
+    return _postprocess(svc, folder_id, body)
+
+
+class ReprocessBody(BaseModel):
+    processor: str | None = None
+    prefix: str | None = None
+    args: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    dry_run: bool = False
+
+
+@router.post("/folders/{folder_id}/reprocess")
+def folder_reprocess(folder_id: int, body: ReprocessBody, svc: Svc, _: Admin) -> dict[str, Any]:
+    """Run a processor again on the datasets under a folder, optionally with new args."""
+    plan = reprocess(
+        svc,
+        _folder_path(svc, folder_id),
+        processor=body.processor,
+        prefix=body.prefix,
+        args=body.args,
+        limit=body.limit,
+        dry_run=body.dry_run,
+    )
+    return {
+        "datasets": plan.datasets,
+        "jobs": [{"processor": s.processor, "target_id": s.target_id} for s in plan.specs],
+        "queued": plan.queued,
+        "dry_run": body.dry_run,
+    }

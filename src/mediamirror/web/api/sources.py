@@ -1,0 +1,123 @@
+"""Sources: create, list, show, remove, sync now, sync runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from mediamirror import sources as src_service
+from mediamirror.catalog.leases import owner_is_dead
+from mediamirror.catalog.models import LEASES, utcnow
+from mediamirror.errors import ConflictError
+from mediamirror.web.deps import Admin, Svc, Viewer
+
+router = APIRouter(tags=["sources"])
+log = logging.getLogger(__name__)
+
+
+class NewSource(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(min_length=1, max_length=2000)
+    preset: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing: str | None = None
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    mount: str | None = None
+    include: str | None = None
+    exclude: str | None = None
+    check: bool = True
+
+
+def source_dict(svc: Any, src: Any) -> dict[str, Any]:
+    runs = src_service.recent_runs(svc.catalog, src.id, limit=1)
+    return {
+        "id": src.id,
+        "name": src.name,
+        "url": src.url,
+        "mount": src.mount,
+        "preset": src.preset,
+        "endpoint_url": src.endpoint_url,
+        "region": src.region,
+        "credentials": dict(src.credentials or {}),
+        "include": src.include,
+        "exclude": src.exclude,
+        "created_at": src.created_at.isoformat(),
+        "syncing": _syncing(svc, src.id),
+        "last_run": runs[0] if runs else None,
+    }
+
+
+def _syncing(svc: Any, source_id: int) -> bool:
+    with svc.catalog.read() as conn:
+        row = conn.execute(
+            select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == f"sync:{source_id}")
+        ).first()
+    return row is not None and row.expires_at > utcnow() and not owner_is_dead(row.owner)
+
+
+@router.get("/sources")
+def list_sources(svc: Svc, _: Viewer) -> list[dict[str, Any]]:
+    return [source_dict(svc, s) for s in src_service.list_sources(svc.catalog)]
+
+
+@router.post("/sources", status_code=201)
+def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
+    options = body.model_dump(exclude={"name", "url", "mount", "include", "exclude", "check"})
+    src = src_service.add_source(
+        svc.catalog,
+        body.name,
+        body.url,
+        env=svc.env,
+        mount=body.mount,
+        include=body.include,
+        exclude=body.exclude,
+        check=body.check,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+    return source_dict(svc, src)
+
+
+@router.get("/sources/{name}")
+def show_source(name: str, svc: Svc, _: Viewer) -> dict[str, Any]:
+    return source_dict(svc, src_service.get_source(svc.catalog, name))
+
+
+@router.delete("/sources/{name}")
+def remove_source(name: str, svc: Svc, _: Admin) -> dict[str, str]:
+    src_service.remove_source(svc.catalog, name)
+    return {"status": "removed", "name": name}
+
+
+@router.get("/sources/{name}/runs")
+def sync_runs(name: str, svc: Svc, _: Viewer, limit: int = 20) -> list[dict[str, Any]]:
+    src = src_service.get_source(svc.catalog, name)
+    return src_service.recent_runs(svc.catalog, src.id, limit=max(1, min(limit, 200)))
+
+
+@router.post("/sources/{name}/sync", status_code=202)
+def sync_now(name: str, svc: Svc, _: Admin) -> dict[str, str]:
+    """Start a sync in the background; its figures appear under /runs."""
+    src = src_service.get_source(svc.catalog, name)
+    if _syncing(svc, src.id):
+        raise ConflictError(f"source {name!r} is already being synced")
+
+    def run() -> None:
+        try:
+            src_service.sync_source(svc.catalog, svc.settings, name, svc.env)
+            if svc.settings.auto_postprocess:
+                from mediamirror.postprocess import postprocess
+
+                postprocess(svc, src.mount)
+        except Exception:
+            log.exception("sync of %s failed", name)
+
+    threading.Thread(target=run, name=f"sync-{name}", daemon=True).start()
+    return {"status": "started", "source": name}

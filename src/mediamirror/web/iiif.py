@@ -1,0 +1,180 @@
+"""IIIF Image API 3.0 over the pyramid TIFFs: ``info.json`` and tiles.
+
+Tiles are cut from the pyramid level closest to the requested scale, so a tile request
+decodes only the TIFF tiles it covers. Pyramids in an S3 output store are copied to a local
+cache once.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+import pyvips
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from mediamirror.errors import MediamirrorError, NotFoundError
+from mediamirror.web.deps import Svc, Viewer
+
+router = APIRouter(tags=["iiif"])
+TILE = 256
+_FORMATS = {
+    "jpg": ("image/jpeg", ".jpg[Q=85]"),
+    "png": ("image/png", ".png"),
+    "webp": ("image/webp", ".webp[Q=85]"),
+}
+_lock = threading.Lock()
+
+
+class IIIFError(MediamirrorError):
+    status = 400
+
+
+@lru_cache(maxsize=64)
+def _levels(path: str) -> tuple[tuple[int, int], ...]:
+    """(width, height) of each page of the pyramid, full size first."""
+    first = pyvips.Image.new_from_file(path, access="sequential")
+    pages = int(first.get("n-pages")) if "n-pages" in first.get_fields() else 1
+    sizes = [(first.width, first.height)]
+    for page in range(1, pages):
+        img = pyvips.Image.new_from_file(path, page=page, access="sequential")
+        sizes.append((img.width, img.height))
+    return tuple(sizes)
+
+
+@lru_cache(maxsize=256)
+def _page(path: str, page: int) -> pyvips.Image:
+    return pyvips.Image.new_from_file(path, page=page, access="random")
+
+
+def pyramid_path(svc: Any, folder_id: int) -> str:
+    with svc.catalog.read() as conn:
+        from sqlalchemy import select
+
+        from mediamirror.catalog.models import FOLDERS
+
+        row = conn.execute(select(FOLDERS.c.meta).where(FOLDERS.c.id == folder_id)).first()
+    rel = ((row.meta or {}).get("outputs") or {}).get("pyramid") if row else None
+    if not rel:
+        raise NotFoundError(f"dataset {folder_id} has no pyramid yet")
+    kind, target = svc.output_store().locate(rel)
+    if kind == "file":
+        return str(target)
+    cache = svc.settings.home_path / "cache" / "pyramids" / rel
+    with _lock:
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            svc.output_store().download(rel, cache)
+    return str(cache)
+
+
+@router.get("/iiif/3/{folder_id}/info.json")
+def info(folder_id: int, request: Request, svc: Svc, _: Viewer) -> JSONResponse:
+    path = pyramid_path(svc, folder_id)
+    levels = _levels(path)
+    width, height = levels[0]
+    factors = sorted({max(1, round(width / w)) for w, _ in levels})
+    base = str(request.url).rsplit("/info.json", 1)[0]
+    body = {
+        "@context": "http://iiif.io/api/image/3/context.json",
+        "id": base,
+        "type": "ImageService3",
+        "protocol": "http://iiif.io/api/image",
+        "profile": "level1",
+        "width": width,
+        "height": height,
+        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": factors}],
+        "sizes": [{"width": w, "height": h} for w, h in reversed(levels)],
+        "extraFormats": ["png", "webp"],
+    }
+    return JSONResponse(
+        body, media_type="application/ld+json", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+def _region(text: str, width: int, height: int) -> tuple[int, int, int, int]:
+    if text == "full":
+        return 0, 0, width, height
+    if text == "square":
+        side = min(width, height)
+        return (width - side) // 2, (height - side) // 2, side, side
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise IIIFError(f"unsupported region {text!r}") from None
+    if w <= 0 or h <= 0 or x >= width or y >= height or x < 0 or y < 0:
+        raise IIIFError(f"region {text!r} is outside the image")
+    return x, y, min(w, width - x), min(h, height - y)
+
+
+def _size(text: str, rw: int, rh: int) -> tuple[int, int]:
+    text = text.lstrip("^")
+    if text == "max":
+        return rw, rh
+    try:
+        if text.startswith("pct:"):
+            pct = float(text[4:]) / 100
+            return max(1, round(rw * pct)), max(1, round(rh * pct))
+        if text.startswith("!"):
+            bw, bh = (int(v) for v in text[1:].split(","))
+            scale = min(bw / rw, bh / rh)
+            return max(1, round(rw * scale)), max(1, round(rh * scale))
+        w_text, h_text = text.split(",")
+        if w_text and h_text:
+            return int(w_text), int(h_text)
+        if w_text:
+            w = int(w_text)
+            return w, max(1, round(rh * w / rw))
+        h = int(h_text)
+        return max(1, round(rw * h / rh)), h
+    except (ValueError, ZeroDivisionError):
+        raise IIIFError(f"unsupported size {text!r}") from None
+
+
+@router.get("/iiif/3/{folder_id}/{region}/{size}/{rotation}/{quality}.{fmt}")
+def tile(
+    folder_id: int,
+    region: str,
+    size: str,
+    rotation: str,
+    quality: str,
+    fmt: str,
+    svc: Svc,
+    _: Viewer,
+) -> Response:
+    if fmt not in _FORMATS or quality not in {"default", "color", "gray"}:
+        raise IIIFError(f"unsupported quality/format {quality}.{fmt}")
+    if rotation not in {"0", "90", "180", "270"}:
+        raise IIIFError(f"unsupported rotation {rotation!r}")
+    path = pyramid_path(svc, folder_id)
+    levels = _levels(path)
+    full_w, full_h = levels[0]
+    x, y, w, h = _region(region, full_w, full_h)
+    out_w, out_h = _size(size, w, h)
+    if out_w > 4096 or out_h > 4096:
+        raise IIIFError("requested size is larger than 4096 px")
+    # The smallest level that still has at least the requested resolution.
+    page = 0
+    for i, (lw, _lh) in enumerate(levels):
+        if lw * w / full_w >= out_w:
+            page = i
+    lw, lh = levels[page]
+    sx, sy = lw / full_w, lh / full_h
+    img = _page(path, page)
+    lx, ly = int(x * sx), int(y * sy)
+    cw = max(1, min(lw - lx, round(w * sx)))
+    ch = max(1, min(lh - ly, round(h * sy)))
+    part = img.crop(lx, ly, cw, ch)
+    if (cw, ch) != (out_w, out_h):
+        part = part.resize(out_w / cw, vscale=out_h / ch)
+    if rotation != "0":
+        part = part.rotate(int(rotation))
+    if quality == "gray":
+        part = part.colourspace("b-w")
+    if part.bands > 3 and fmt == "jpg":
+        part = part.flatten(background=255)
+    media_type, suffix = _FORMATS[fmt]
+    data = part.write_to_buffer(suffix)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,1 @@
+"""Jobs: queue, executor, worker crashes, processors, post-processing commands."""
