@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mediamirror.jobs.model import JobStatus
+from mediamirror.jobs.status import JobStatus
 
 
 def _services(obj: Any) -> Any:

@@ -37,6 +37,20 @@ def register(
         click.echo("press Ctrl-C to stop")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
 
+    @cli.command()
+    @click.argument("name")
+    @click.argument("cron", required=False)
+    @click.option("--off", is_flag=True, help="Remove the schedule.")
+    @pass_ctx
+    def schedule(obj: Any, name: str, cron: str | None, off: bool) -> None:
+        """Re-sync source NAME on a cron schedule while `serve` runs, e.g. '*/15 * * * *'."""
+        from mediamirror.scheduler import set_schedule
+
+        if not off and not cron:
+            raise click.UsageError("give a cron expression, or --off")
+        set_schedule(obj.catalog, name, None if off else cron)
+        click.echo(f"{name}: " + ("schedule removed" if off else f"synced on '{cron}'"))
+
     @cli.group()
     def token() -> None:
         """Create, list and revoke API tokens (roles: admin, viewer)."""

@@ -2,43 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Boolean, Float, Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mediamirror.catalog.models import Base, utcnow
+from mediamirror.jobs.status import JobStatus, RetryPolicy
 
-
-class JobStatus(StrEnum):
-    """Every state a job can be in; written in exactly one place (jobs.queue)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    ERROR = "error"
-    CANCELED = "canceled"
-
-    @property
-    def active(self) -> bool:
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often a transient failure is retried, and how long to wait before each retry."""
-
-    max_attempts: int = 3
-    intervals: tuple[float, ...] = (5.0, 30.0, 120.0)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        if not self.intervals:
-            return 0.0
-        return self.intervals[min(attempt, len(self.intervals)) - 1]
+__all__ = ["JOBS", "Job", "JobStatus", "RetryPolicy"]
 
 
 class Job(Base):

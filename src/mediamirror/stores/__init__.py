@@ -16,8 +16,6 @@ from urllib.parse import unquote, urlsplit
 
 from mediamirror.errors import ConfigError, StoreError
 from mediamirror.stores.base import ObjectInfo, Store, WritableStore
-from mediamirror.stores.local import LocalStore
-from mediamirror.stores.s3 import S3Store
 
 __all__ = [
     "PRESETS",
@@ -180,8 +178,13 @@ def _secret(env: Mapping[str, str], name: str | None, what: str) -> str | None:
 
 def open_store(spec: StoreSpec, env: Mapping[str, str], *, page_size: int = 1000) -> Any:
     """Open the store a spec describes, reading credential references from ``env``."""
+    # Backends are imported here: boto3 alone costs half a second of start-up.
     if spec.kind == "local":
+        from mediamirror.stores.local import LocalStore
+
         return LocalStore(Path(spec.prefix), page_size=page_size)
+    from mediamirror.stores.s3 import S3Store
+
     access_env = spec.credentials.get("access_key_env")
     secret_env = spec.credentials.get("secret_key_env")
     hint = " and ".join(n for n in (access_env, secret_env) if n)

@@ -86,7 +86,9 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.starters = []
+    from mediamirror import scheduler
+
+    app.state.starters = [scheduler.start]
 
     @app.exception_handler(MediamirrorError)
     async def _mm_error(_: Request, exc: MediamirrorError) -> JSONResponse:

@@ -1,0 +1,105 @@
+"""Scheduled re-syncs: each source may carry a cron expression (``options.schedule``);
+``serve`` checks every few seconds and syncs the sources that are due, then queues their
+post-processing. One sync per source still holds, across every process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import croniter
+
+from mediamirror.errors import ConfigError, ConflictError, MediamirrorError
+
+log = logging.getLogger(__name__)
+
+
+def validate(expression: str) -> str:
+    """A cron expression (5 fields), or ConfigError with one clear line."""
+    expression = expression.strip()
+    if not croniter.is_valid(expression):
+        raise ConfigError(f"{expression!r} is not a valid cron expression (e.g. '*/15 * * * *')")
+    return expression
+
+
+def next_due(expression: str, after: datetime) -> datetime:
+    nxt: datetime = croniter(expression, after).get_next(datetime)
+    return nxt if nxt.tzinfo else nxt.replace(tzinfo=UTC)
+
+
+class Scheduler:
+    """A thread started by ``serve``; ``stop`` ends it."""
+
+    def __init__(self, services: Any, interval: float = 5.0) -> None:
+        self.services = services
+        self.interval = interval
+        self.stop = threading.Event()
+        self.started = datetime.now(UTC)
+        self.thread = threading.Thread(target=self._loop, name="mediamirror-scheduler", daemon=True)
+
+    def due_sources(self, now: datetime) -> list[str]:
+        from mediamirror.sources import list_sources, recent_runs
+
+        due = []
+        for src in list_sources(self.services.catalog):
+            expression = (src.options or {}).get("schedule")
+            if not expression:
+                continue
+            runs = recent_runs(self.services.catalog, src.id, limit=1)
+            last = datetime.fromisoformat(runs[0]["started_at"]) if runs else self.started
+            if next_due(expression, max(last, self.started)) <= now:
+                due.append(src.name)
+        return due
+
+    def tick(self) -> list[str]:
+        """Sync every due source once; returns their names."""
+        from mediamirror.postprocess import postprocess
+        from mediamirror.sources import get_source, sync_source
+
+        ran = []
+        for name in self.due_sources(datetime.now(UTC)):
+            try:
+                summary = sync_source(
+                    self.services.catalog, self.services.settings, name, self.services.env
+                )
+                log.info("scheduled %s", summary.line())
+                if self.services.settings.auto_postprocess:
+                    postprocess(self.services, get_source(self.services.catalog, name).mount)
+                ran.append(name)
+            except ConflictError:
+                log.info("scheduled sync of %s skipped: already running", name)
+            except MediamirrorError as exc:
+                log.warning("scheduled sync of %s failed: %s", name, exc)
+        return ran
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # keep the service's scheduler alive through a bad tick
+                log.exception("scheduler tick failed")
+
+
+def start(services: Any) -> Scheduler:
+    scheduler = Scheduler(services)
+    scheduler.thread.start()
+    return scheduler
+
+
+def set_schedule(catalog: Any, name: str, expression: str | None) -> None:
+    """Set or clear a source's schedule."""
+    from sqlalchemy import update
+
+    from mediamirror.catalog.models import SOURCES
+    from mediamirror.sources import get_source
+
+    src = get_source(catalog, name)
+    options = dict(src.options or {})
+    if expression:
+        options["schedule"] = validate(expression)
+    else:
+        options.pop("schedule", None)
+    with catalog.write() as conn:
+        conn.execute(update(SOURCES).where(SOURCES.c.id == src.id).values(options=options))
