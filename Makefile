@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: setup demo test pytest lint format bench clean
+.PHONY: setup system-deps demo test pytest lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,18 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/mediamirror demo
 
+## Chromium for the browser tests (Debian's package; installed when missing and root).
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: browser tests need Chromium (sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
 ## Lint, type-check and run the whole test suite.
-test: setup lint pytest
+test: setup system-deps lint pytest
 
 pytest: setup
 	$(BIN)/python -m pytest

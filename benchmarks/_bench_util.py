@@ -144,7 +144,10 @@ def run_child_rusage(cmd: Sequence[str], *, env: Mapping[str, str] | None = None
     """Run a command and read *its own* resource usage with ``os.wait4``.
 
     ``getrusage(RUSAGE_CHILDREN)`` reports the maximum over every child ever waited for;
-    ``wait4`` on the one pid gives this child's peak RSS (Linux: KiB) and CPU times.
+    ``wait4`` on the one pid gives this child's CPU times (its waited-for descendants
+    included). Its ``ru_maxrss`` is only an upper bound: Linux keeps the RSS the forked
+    process had (the parent's) at exec time, so peak memory is better read by the child
+    itself (``VmHWM`` in ``/proc/self/status``).
     """
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -202,6 +205,36 @@ def machine() -> dict[str, str]:
         "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
         "pyav": str(av.__version__),
     }
+
+
+def cpu_pressure() -> float | None:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI)."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    for part in first.split():
+        if part.startswith("avg10="):
+            return float(part.split("=", 1)[1])
+    return None
+
+
+def wait_quiet(max_wait: float, *, pressure: float = 20.0, poll: float = 5.0) -> str:
+    """Wait (at most ``max_wait`` s) until the machine is quiet before a timed run.
+
+    Other people's processes on a shared machine skew wall times. Quiet means CPU pressure
+    (PSI ``some avg10``) below ``pressure`` percent, or a 1-minute load below 1 where PSI is
+    unavailable. Returns a short description of the state the run started in.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        psi = cpu_pressure()
+        quiet = psi < pressure if psi is not None else os.getloadavg()[0] < 1.0
+        if quiet or time.monotonic() >= deadline:
+            state = "quiet" if quiet else "BUSY"
+            shown = f"cpu pressure {psi:.0f}%" if psi is not None else "no PSI"
+            return f"{state}: {shown}, load {loadavg()}"
+        time.sleep(poll)
 
 
 def loadavg() -> str:

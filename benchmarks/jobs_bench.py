@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,8 +37,10 @@ from _bench_util import (
     dump_json,
     loadavg,
     mm_env,
+    run_child_rusage,
     run_timed,
     say,
+    wait_quiet,
 )
 
 TARGET_JOBS_PER_S = 500.0
@@ -63,7 +66,16 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def job_span(db: Path, since_id: int = 0) -> dict[str, float | int | dict[str, int]]:
+@dataclass(frozen=True)
+class Span:
+    """The jobs of one worker run: how many, their end states, first start to last end."""
+
+    jobs: int
+    states: dict[str, int]
+    seconds: float
+
+
+def job_span(db: Path, since_id: int = 0) -> Span:
     """States and the first start / last finish of the jobs with id > ``since_id``."""
     con = sqlite3.connect(db)
     try:
@@ -72,11 +84,10 @@ def job_span(db: Path, since_id: int = 0) -> dict[str, float | int | dict[str, i
         ).fetchall()
     finally:
         con.close()
-    states = Counter(r[0] for r in rows)
     starts = [_parse_time(r[1]) for r in rows if r[1]]
     ends = [_parse_time(r[2]) for r in rows if r[2]]
-    span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
-    return {"jobs": len(rows), "states": dict(states), "span_s": span}
+    seconds = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return Span(len(rows), dict(Counter(r[0] for r in rows)), seconds)
 
 
 def max_job_id(db: Path) -> int:
@@ -146,6 +157,99 @@ finally:
 """
 
 
+WHAT_IF_DRIVER = """\
+import sys, threading
+from contextlib import contextmanager
+from mediamirror.catalog.db import Catalog
+from mediamirror.cli import main
+from mediamirror.jobs import queue
+
+changes = set(sys.argv[1].split(","))
+if "serialize-writes" in changes:
+    # One in-process lock around every write transaction: the pool's threads wait on a
+    # Python lock (woken at once) instead of SQLite's busy handler (which sleeps).
+    lock = threading.RLock()
+    original_write = Catalog.write
+
+    @contextmanager
+    def write(self):
+        with lock, original_write(self) as conn:
+            yield conn
+
+    Catalog.write = write
+if "skip-started-report" in changes:
+    # claim() already set state=running, progress=0 and started_at.
+    original_report = queue.report
+
+    def report(catalog, job_id, progress, message, log_tail):
+        if progress == 0.0 and message == "started":
+            return
+        original_report(catalog, job_id, progress, message, log_tail)
+
+    queue.report = report
+sys.argv = ["mediamirror", "worker", "--burst"]
+main()
+"""
+
+# Bench-side experiments (monkeypatches or environment only; the product code is untouched)
+# that size the suggestions of the profile.
+WHAT_IFS: list[tuple[str, str]] = [
+    ("", "none (the plain worker again, for a side-by-side baseline)"),
+    ("tmpfs-workdir", "job workdirs on tmpfs (<home>/tmp symlinked to /dev/shm)"),
+    ("serialize-writes", "write transactions serialized by an in-process lock"),
+    ("skip-started-report", "no separate 'started' progress write (claim already says it)"),
+    ("tmpfs-workdir,serialize-writes,skip-started-report", "all three together"),
+]
+
+
+def what_if(
+    env: dict[str, str], home: Path, work: Path, changes: str, quiet_wait: float
+) -> tuple[float, float, int, str]:
+    """Run the worker once with ``changes``; returns (jobs/s, CPU ms/job, jobs, machine)."""
+    tmp = home / "tmp"
+    shm: Path | None = None
+    if "tmpfs-workdir" in changes.split(","):
+        shutil.rmtree(tmp, ignore_errors=True)
+        shm = Path(tempfile.mkdtemp(prefix="mm-bench-tmp-", dir="/dev/shm"))
+        tmp.symlink_to(shm)
+    since = requeue(env, home)
+    driver = work / "what_if_worker.py"
+    driver.write_text(WHAT_IF_DRIVER)
+    state = wait_quiet(quiet_wait)
+    try:
+        child = run_child_rusage([PYTHON, str(driver), changes], env=env)
+    finally:
+        if shm is not None:
+            tmp.unlink()
+            shutil.rmtree(shm, ignore_errors=True)
+    span = job_span(home / "catalog.db", since)
+    jobs = span.jobs
+    if span.states.get("success") != jobs:
+        raise RuntimeError(f"what-if {changes}: not every job succeeded: {span.states}")
+    cpu = child.user_seconds + child.system_seconds
+    return jobs / child.seconds, cpu / jobs * 1000, jobs, state
+
+
+def run_what_ifs(
+    env: dict[str, str],
+    home: Path,
+    work: Path,
+    result: BenchResult,
+    baseline: float,
+    quiet_wait: float,
+) -> None:
+    say("  what-if experiments (bench-side patches; product code unchanged):")
+    table = []
+    for changes, label in WHAT_IFS:
+        rate, cpu_ms, jobs, state = what_if(env, home, work, changes, quiet_wait)
+        table.append({"change": label, "jobs_per_s": round(rate), "cpu_ms_per_job": cpu_ms})
+        result.note(
+            f"what-if {label}: {rate:,.0f} jobs/s ({rate / baseline:.2f}x the measured "
+            f"rate), {cpu_ms:.2f} ms CPU per job, {jobs} jobs ({state})"
+        )
+    result.raw["what_if"] = table
+
+
 def requeue(env: dict[str, str], home: Path) -> int:
     """Queue the noop jobs again (the earlier ones ended, so their keys are free)."""
     before = max_job_id(home / "catalog.db")
@@ -163,8 +267,8 @@ def profile_cprofile(env: dict[str, str], home: Path, work: Path, result: BenchR
     timed = run_timed([PYTHON, str(driver), str(out)], env=env)
     span = job_span(home / "catalog.db", since)
     result.note(
-        f"cProfile run: {span['jobs']} jobs in {timed.seconds:.1f} s wall "
-        f"(profiling overhead included); states {span['states']}"
+        f"cProfile run: {span.jobs} jobs in {timed.seconds:.1f} s wall "
+        f"(profiling overhead included); states {span.states}"
     )
     stats = pstats.Stats(str(out))
     # Per-thread profilers are merged, so totals are summed over the pool's threads.
@@ -190,6 +294,41 @@ def profile_cprofile(env: dict[str, str], home: Path, work: Path, result: BenchR
     result.raw["cprofile_self"] = [
         {"func": label(f), "calls": v[1], "self_s": round(v[2], 3)} for f, v in by_self
     ]
+
+    def pick(name: str, file_part: str = "") -> tuple[int, float]:
+        """Calls and cumulative seconds of the functions called ``name`` (in ``file_part``)."""
+        calls, cum = 0, 0.0
+        for (filename, _, func), v in entries.items():
+            if func == name and file_part in filename:
+                calls += v[1]
+                cum += v[3]
+        return calls, cum
+
+    jobs = span.jobs
+    counts = {
+        "jobs": jobs,
+        "statements_per_job": pick("<method 'execute' of 'sqlite3.Cursor' objects>")[0] / jobs,
+        "commits_per_job": pick("<method 'commit' of 'sqlite3.Connection' objects>")[0] / jobs,
+        "claims": pick("claim", "jobs/queue.py")[0],
+        "begin_s": pick("_on_begin", "catalog/db.py")[1],
+        "run_claimed_s": pick("run_claimed", "jobs/runner.py")[1],
+        "started_report_s": pick("report", "jobs/queue.py")[1],
+        "succeed_s": pick("_succeed", "jobs/runner.py")[1],
+        "finish_s": pick("finish", "jobs/queue.py")[1],
+        "load_dataset_s": pick("load_dataset", "processors/base.py")[1],
+        "rmtree_s": pick("rmtree", "shutil.py")[1],
+        "mkdtemp_s": pick("mkdtemp", "tempfile.py")[1],
+        "wall_s": timed.seconds,
+    }
+    result.raw["cprofile_counts"] = counts
+    result.note(
+        f"cProfile: {counts['statements_per_job']:.1f} SQL statements and "
+        f"{counts['commits_per_job']:.1f} transactions per job; claim() ran "
+        f"{counts['claims']} times for {jobs} jobs; BEGIN / BEGIN IMMEDIATE (waiting for "
+        f"SQLite's lock) {counts['begin_s'] / jobs * 1000:.1f} ms per job; workdir "
+        f"mkdtemp + rmtree {(counts['mkdtemp_s'] + counts['rmtree_s']) / jobs * 1000:.1f} ms "
+        "per job (per-thread wall time under the profiler)"
+    )
     say("  cProfile, cumulative time (summed over threads) of mediamirror functions:")
     for row in result.raw["cprofile_cumulative"]:
         say(f"    {row['cum_s']:8.2f} s {row['calls']:>8}  {row['func']}")
@@ -205,7 +344,7 @@ def profile_pyspy(env: dict[str, str], home: Path, work: Path, result: BenchResu
         return
     since = requeue(env, home)
     out = work / "worker.pyspy.txt"
-    cmd = [pyspy, "record", "--format", "raw", "--rate", "250", "--output", str(out)]
+    cmd = [pyspy, "record", "--format", "raw", "--rate", "250", "--gil", "--output", str(out)]
     cmd += ["--", MEDIAMIRROR, "worker", "--burst"]
     timed = run_timed(cmd, env=env, check=False)
     if timed.returncode != 0 or not out.exists():
@@ -230,8 +369,8 @@ def profile_pyspy(env: dict[str, str], home: Path, work: Path, result: BenchResu
                 inclusive[name] += count
         leaf[_pyspy_frame(frames[-1])] += count
     result.note(
-        f"py-spy run: {span['jobs']} jobs in {timed.seconds:.1f} s wall, {samples} samples "
-        "of active (non-idle) threads at 250 Hz"
+        f"py-spy --gil run: {span.jobs} jobs in {timed.seconds:.1f} s wall, {samples} "
+        "samples at 250 Hz of the thread holding the GIL (where Python CPU goes)"
     )
     watched = [
         (name, n)
@@ -245,7 +384,7 @@ def profile_pyspy(env: dict[str, str], home: Path, work: Path, result: BenchResu
         {"func": name, "samples": n, "share": round(n / samples, 3)}
         for name, n in leaf.most_common(15)
     ]
-    say("  py-spy, share of active samples spent inside (inclusive):")
+    say("  py-spy --gil, share of GIL-holding samples spent inside (inclusive):")
     for row in result.raw["pyspy_inclusive"]:
         say(f"    {row['share']:6.1%}  {row['func']}")
     say("  py-spy, leaf frames:")
@@ -265,7 +404,13 @@ def _pyspy_frame(frame: str) -> str:
 
 
 def run(
-    work: Path, *, jobs: int = 10_000, profile: str = "auto", concurrency: int | None = None
+    work: Path,
+    *,
+    jobs: int = 10_000,
+    profile: str = "auto",
+    concurrency: int | None = None,
+    what_ifs: bool = True,
+    quiet_wait: float = 240.0,
 ) -> BenchResult:
     result = BenchResult("jobs")
     started = time.perf_counter()
@@ -279,9 +424,7 @@ def run(
     t = time.perf_counter()
     make_files(media, jobs)
     result.note(f"made {jobs} empty .mp4 files in {time.perf_counter() - t:.1f} s")
-    env = mm_env(
-        home, {"MEDIAMIRROR_AUTO_POSTPROCESS": "false", "PYTHONPATH": str(BENCH_DIR)}
-    )
+    env = mm_env(home, {"MEDIAMIRROR_AUTO_POSTPROCESS": "false", "PYTHONPATH": str(BENCH_DIR)})
     run_timed([MEDIAMIRROR, "source", "add", "jobs", f"file://{media}"], env=env)
     sync = run_timed([MEDIAMIRROR, "sync", "jobs", "--quiet"], env=env)
     result.note(f"sync: {sync.stdout.strip()} in {sync.seconds:.1f} s")
@@ -303,18 +446,21 @@ def run(
     if concurrency:
         worker_cmd += ["--concurrency", str(concurrency)]
         shown += f" --concurrency {concurrency}"
-    load_before = loadavg()
-    worker = run_timed(worker_cmd, env=env)
+    load_before = wait_quiet(quiet_wait)
+    worker = run_child_rusage(worker_cmd, env=env)
     result.commands.append(shown)
     span = job_span(home / "catalog.db")
-    states = span["states"]
-    assert isinstance(states, dict)
-    if states.get("success") != jobs:
-        raise RuntimeError(f"not every job succeeded: {states} / {worker.stdout}")
+    if span.states.get("success") != jobs:
+        raise RuntimeError(f"not every job succeeded: {span.states} / {worker.stdout}")
     rate_wall = jobs / worker.seconds
-    span_s = float(span["span_s"])  # type: ignore[arg-type]
+    span_s = span.seconds
     rate_span = jobs / span_s if span_s else float("inf")
-    result.note(f"worker: {worker.stdout.strip()} in {worker.seconds:.2f} s (load {load_before})")
+    cpu = worker.user_seconds + worker.system_seconds
+    result.note(
+        f"worker: {worker.stdout.strip()} in {worker.seconds:.2f} s wall, "
+        f"{cpu:.1f} s CPU ({worker.user_seconds:.1f} user + {worker.system_seconds:.1f} sys "
+        f"= {cpu / jobs * 1000:.2f} ms CPU per job; {load_before})"
+    )
     result.note(
         f"queueing: `mediamirror reprocess` {queued.seconds:.2f} s for {jobs} jobs (command "
         f"wall time: start-up, dataset selection, enqueue); enqueue() alone "
@@ -332,12 +478,14 @@ def run(
         rate_wall >= TARGET_JOBS_PER_S,
     )
     result.row("no-op jobs/s, first claim to last finish", rate_span, "jobs/s")
+    result.row("worker CPU per no-op job (user+sys)", cpu / jobs * 1000, "ms")
     result.row(f"queue {jobs} jobs: mediamirror reprocess", queued.seconds, "s")
     result.row(f"queue {jobs} jobs: jobs.queue.enqueue()", direct_enqueue, "s")
     result.raw.update(
         {
             "jobs": jobs,
             "worker_s": worker.seconds,
+            "worker_cpu_s": cpu,
             "span_s": span_s,
             "reprocess_s": queued.seconds,
             "enqueue_s": direct_enqueue,
@@ -348,7 +496,10 @@ def run(
         say("  target missed or profiling asked: profiling the worker")
         profile_cprofile(env, home, work, result)
         profile_pyspy(env, home, work, result)
+        if what_ifs:
+            run_what_ifs(env, home, work, result, rate_wall, quiet_wait)
     shutil.rmtree(media, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -358,15 +509,28 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, help="worker --concurrency (default: CPUs)")
     parser.add_argument(
-        "--profile", choices=["auto", "always", "never"], default="auto",
+        "--profile",
+        choices=["auto", "always", "never"],
+        default="auto",
         help="profile the worker (auto: when the target is missed)",
     )
+    parser.add_argument(
+        "--no-what-if", action="store_true", help="skip the what-if runs after a profile"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=240.0)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write raw results here")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mm-jobs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result = run(work, jobs=args.jobs, profile=args.profile, concurrency=args.concurrency)
+    result = run(
+        work,
+        jobs=args.jobs,
+        profile=args.profile,
+        concurrency=args.concurrency,
+        what_ifs=not args.no_what_if,
+        quiet_wait=args.quiet_wait,
+    )
     for row in result.rows:
         say(f"{row.figure}: {row.shown()} {row.target} {row.verdict()}")
     if args.json:
@@ -377,4 +541,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

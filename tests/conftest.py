@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import AWS_ENV, Cli, LocalBucket, S3Bucket, S3Server
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from helpers import AWS_ENV, Cli, LocalBucket, S3Bucket, S3Server
 from mediamirror.catalog.db import Catalog
 
 PG_ENV = "MEDIAMIRROR_TEST_DATABASE_URL"

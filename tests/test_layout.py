@@ -7,8 +7,8 @@ the S3 API server, and the large-image threshold through the CLI and its setting
 from __future__ import annotations
 
 import pytest
-from helpers import Cli, S3Bucket, add_source, catalog_folders, item_folders, sync
 
+from helpers import Cli, S3Bucket, add_source, catalog_folders, item_folders, sync
 from mediamirror.catalog.db import Catalog
 from mediamirror.sync.layout import (
     DatasetType,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import Cli
 
+from helpers import Cli
 from mediamirror.catalog.db import Catalog
 from mediamirror.config import load_settings
 from mediamirror.errors import ConfigError
@@ -22,7 +22,9 @@ def _services(cli: Cli) -> Services:
     return Services(Catalog(cli.database_url), settings, env)
 
 
-def test_due_source_is_synced_and_not_again_until_next_slot(sqlite_cli: Cli, tmp_path: Path) -> None:
+def test_due_source_is_synced_and_not_again_until_next_slot(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
     media = tmp_path / "media"
     media.mkdir()
     (media / "clip.mp4").write_bytes(b"x")

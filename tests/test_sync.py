@@ -6,11 +6,14 @@ same ``sync_source`` the CLI calls, and reads the catalog back.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+
 from helpers import (
     S3Bucket,
     add_source,
@@ -21,8 +24,6 @@ from helpers import (
     sync,
     sync_runs,
 )
-from sqlalchemy import update
-
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.config import load_settings
@@ -40,7 +41,9 @@ def clear_marks(catalog: Catalog) -> None:
     """What post-processing does when it has handled everything."""
     with catalog.write() as conn:
         conn.execute(update(ITEMS).values(needs_processing=False))
-        for fid, meta in conn.execute(FOLDERS.select().with_only_columns(FOLDERS.c.id, FOLDERS.c.meta)):
+        for fid, meta in conn.execute(
+            FOLDERS.select().with_only_columns(FOLDERS.c.id, FOLDERS.c.meta)
+        ):
             if meta and "type" in meta:
                 conn.execute(
                     update(FOLDERS)
@@ -101,9 +104,7 @@ def test_changed_content_is_updated_and_flagged(catalog: Catalog, store: Any) ->
 
 
 @pytest.mark.parametrize("field", ["etag", "size", "last_modified"])
-def test_any_changed_attribute_counts_as_a_change(
-    catalog: Catalog, store: Any, field: str
-) -> None:
+def test_any_changed_attribute_counts_as_a_change(catalog: Catalog, store: Any, field: str) -> None:
     """The catalog is told the object differs in exactly one attribute."""
     store.put("clip.mp4", b"video")
     add_source(catalog, "src", store)
@@ -146,6 +147,24 @@ def test_gone_keys_are_marked_deleted(catalog: Catalog, store: Any) -> None:
     }
 
 
+def test_emptied_store_marks_everything_deleted(catalog: Catalog, store: Any) -> None:
+    for key in ["a/clip.mov", "b/1.png", "c.txt"]:
+        store.put(key)
+    add_source(catalog, "src", store)
+    sync(catalog, "src")
+
+    for key in ["a/clip.mov", "b/1.png", "c.txt"]:
+        store.delete(key)
+    summary = sync(catalog, "src")
+
+    assert (summary.listed, summary.deleted) == (0, 3)
+    assert present(catalog_items(catalog)) == set()
+    folders = catalog_folders(catalog)
+    assert folders["/src/a/Video clip.mov"].state == "empty"
+    assert folders["/src/b"].state == "empty"
+    assert folders["/src"].state == "present"  # a plain folder, not a dataset
+
+
 def test_empty_dataset_is_kept_and_comes_back(catalog: Catalog, store: Any) -> None:
     store.put("m/clip.mov", b"v1")
     store.put("m/clip.json", b"{}")
@@ -184,7 +203,9 @@ def test_unchanged_resync_writes_nothing(catalog: Catalog, store: Any) -> None:
     add_source(catalog, "src", store)
     sync(catalog, "src", page_size=10)
     items_before = {k: r.updated_at for k, r in catalog_items(catalog).items()}
-    folders_before = {p: (r.updated_at, r.meta, r.state) for p, r in catalog_folders(catalog).items()}
+    folders_before = {
+        p: (r.updated_at, r.meta, r.state) for p, r in catalog_folders(catalog).items()
+    }
 
     with count_writes(catalog.engine) as stats:
         summary = sync(catalog, "src", page_size=10)
@@ -231,7 +252,7 @@ def test_listing_is_streamed_across_page_boundaries(catalog: Catalog, store: Any
     assert settings.sync_page_size == 7
 
     with count_writes(catalog.engine) as stats:
-        summary = sync_source(catalog, settings, "src", dict(__import__("os").environ))
+        summary = sync_source(catalog, settings, "src", os.environ)
 
     assert summary.added == len(keys)
     assert stats.count("INSERT", "items") >= 3  # one transaction per page, not one at the end
@@ -256,6 +277,18 @@ def test_include_and_exclude_filter_relative_keys(catalog: Catalog, store: Any) 
     assert set(catalog_items(catalog)) == {"in/a.mov", "in/a.json"}
     assert summary.added == 2
     assert summary.skipped == 3
+
+
+def test_folder_markers_make_folders_and_obey_filters(catalog: Catalog, bucket: S3Bucket) -> None:
+    for key in ["keep/", "keep/sub/", "skip/", "skip/x.txt", "a.txt"]:
+        bucket.put(key, b"")
+    add_source(catalog, "src", bucket, exclude=r"^skip/")
+
+    summary = sync(catalog, "src")
+
+    assert list(catalog_items(catalog)) == ["a.txt"]  # a marker is never an item
+    assert set(catalog_folders(catalog)) == {"/src", "/src/keep", "/src/keep/sub"}
+    assert (summary.added, summary.skipped) == (1, 2)
 
 
 def test_prefix_names_a_folder_not_a_string_prefix(catalog: Catalog, store: Any) -> None:

@@ -63,6 +63,10 @@ def cli(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Their debug records carry request headers and presigned URLs, hence access key ids:
+    # credentials are never logged, so these libraries stop at info.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     ctx.obj = Context(settings)
 
 
@@ -372,17 +376,34 @@ def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool,
 
 from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
 from mediamirror.cli_service import register as _register_service  # noqa: E402
+from mediamirror.events.cli import register as _register_events  # noqa: E402
 
 _register_jobs(cli, pass_ctx)
 _register_service(cli, pass_ctx)
+_register_events(cli, pass_ctx)
 worker_command = cli.commands["worker"]
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """True when Ctrl-C caused ``exc``: click and database drivers wrap the interrupt."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def main() -> None:
     """Entry point: one clear line for every expected error, never a traceback."""
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # Click turns Ctrl-C into Abort (after a blank line closing the terminal's ^C).
+        if _interrupted(exc):
+            _err("interrupted")
+            sys.exit(130)
         _err("aborted")
         sys.exit(1)
     except click.ClickException as exc:
@@ -396,6 +417,16 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except Exception as exc:
+        if _interrupted(exc):
+            _err("interrupted")  # e.g. a database driver's error raised while handling Ctrl-C
+            sys.exit(130)
+        if type(exc).__module__.startswith("sqlalchemy"):
+            # The catalog went away mid-command (server down, disk full...): one line.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            _err(f"catalog database error: {reason[0] if reason else type(exc).__name__}")
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":

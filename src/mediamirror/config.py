@@ -82,6 +82,25 @@ class Settings:
     pyramid_max_dimension: int = _setting(
         0, "Largest width or height of a pyramid; bigger images are scaled down. 0: no cap."
     )
+    # Bucket notifications (mediamirror.events).
+    public_url: str = _setting(
+        "",
+        "Base URL at which buckets, SNS and Pub/Sub reach this service, used in the push "
+        "endpoint URL `source push-token` prints. Empty means http://127.0.0.1:8000.",
+    )
+    events_max_body_bytes: int = _setting(
+        1024 * 1024, "Largest body a push endpoint accepts; a bigger delivery gets 413."
+    )
+    sns_url_pattern: str = _setting(
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        "SNS messages are trusted only if their SigningCertURL (and the SubscribeURL fetched "
+        "to confirm a subscription) match this regular expression.",
+    )
+    events_settle_seconds: int = _setting(
+        5,
+        "Frames of an image sequence arriving by bucket events queue its post-processing "
+        "once none arrived for this many seconds; 0 queues it at every frame.",
+    )
     sections: Mapping[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Nested blocks of config.yaml (email, processors, ...).", "skip": True},

@@ -85,8 +85,14 @@ def marked(meta: dict[str, Any]) -> bool:
 
 
 def pending(meta: dict[str, Any]) -> bool:
-    """DIVE's retry script: still at fps -1 and the mark exists, whatever its value."""
-    return meta.get("fps") == -1 and "MarkForPostProcess" in meta
+    """DIVE's retry script: still at fps -1 and the mark exists, whatever its value.
+
+    A large image keeps fps -1 after its pyramid is built, so a dataset already made
+    ready (``annotate: true``) is not pending either: it would be queued again forever.
+    """
+    return (
+        meta.get("fps") == -1 and "MarkForPostProcess" in meta and meta.get("annotate") is not True
+    )
 
 
 def postprocess(

@@ -6,13 +6,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from mediamirror.catalog.db import Catalog
-from mediamirror.catalog.models import FOLDERS, SOURCES, SYNC_RUNS, Source
+from mediamirror.catalog.models import FOLDERS, SOURCES, SYNC_RUNS, Source, utcnow
 from mediamirror.config import Settings
-from mediamirror.errors import ConfigError, ConflictError, NotFoundError
+from mediamirror.errors import ConfigError, ConflictError, MediamirrorError, NotFoundError
 from mediamirror.stores import ReadOnlyStore, StoreSpec, open_store, parse_spec
 from mediamirror.sync.engine import SyncEngine, SyncSummary
 
@@ -147,7 +147,12 @@ def sync_source(
 ) -> SyncSummary:
     """Run one incremental sync of a source."""
     source = get_source(catalog, name)
-    store = source_store(source, env, settings.sync_page_size)
+    try:
+        store = source_store(source, env, settings.sync_page_size)
+    except MediamirrorError as exc:
+        # E.g. a credential variable missing: record it where people look for sync runs.
+        _record_failed_run(catalog, source.id, str(exc))
+        raise
     engine = SyncEngine(
         catalog,
         source,
@@ -160,6 +165,21 @@ def sync_source(
         return engine.run()
     except ConflictError as exc:
         raise ConflictError(f"source {name!r} is already being synced: {exc}") from exc
+
+
+def _record_failed_run(catalog: Catalog, source_id: int, message: str) -> None:
+    now = utcnow()
+    with catalog.write() as conn:
+        conn.execute(
+            insert(SYNC_RUNS).values(
+                source_id=source_id,
+                state="error",
+                error=message,
+                started_at=now,
+                finished_at=now,
+                seconds=0.0,
+            )
+        )
 
 
 def recent_runs(catalog: Catalog, source_id: int, limit: int = 10) -> list[dict[str, Any]]:

@@ -61,6 +61,21 @@ def verify(catalog: Catalog, token: str | None) -> Principal | None:
     return Principal(row.name, row.role) if row is not None else None
 
 
+LOGIN_LINK_NAME = "browser login link"
+
+
+def revoke_login_session(catalog: Catalog, token: str | None) -> None:
+    """Revoke a token created by a one-time login link (and only such a token)."""
+    if not token:
+        return
+    with catalog.write() as conn:
+        conn.execute(
+            update(TOKENS)
+            .where(TOKENS.c.token_hash == digest(token), TOKENS.c.name == LOGIN_LINK_NAME)
+            .values(revoked=True)
+        )
+
+
 def listing(catalog: Catalog) -> list[dict[str, Any]]:
     with catalog.read() as conn:
         rows = conn.execute(select(TOKENS).order_by(TOKENS.c.id)).all()

@@ -8,6 +8,7 @@ come from ``tests/conftest.py`` and ``tests/helpers.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
@@ -20,9 +21,9 @@ from typing import Any
 import av
 import pytest
 import pyvips
-from helpers import Cli, Result
 from sqlalchemy import select, update
 
+from helpers import Cli, Result, entry_point
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.meta import update_meta
 from mediamirror.catalog.models import FOLDERS
@@ -43,6 +44,8 @@ BASE_ENV = {
     "MEDIAMIRROR_JOB_RETRY_INTERVALS": "0.1,0.1",
     "MEDIAMIRROR_TRANSCODE_PRESET": "ultrafast",
     "MEDIAMIRROR_WORKERS": "2",
+    # The product's default (tests/helpers.py turns it off for the sync tests).
+    "MEDIAMIRROR_AUTO_POSTPROCESS": "true",
 }
 
 
@@ -62,6 +65,7 @@ class Lab:
         self.media = root / "media"
         self.media.mkdir(parents=True, exist_ok=True)
         self.trace_dir = root / "trace"
+        self._started = 0
         self.home.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -121,16 +125,22 @@ class Lab:
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
         """A long-running CLI process in its own process group (so a test can clean up
-        whatever it started, children included)."""
-        return subprocess.Popen(
-            [*_entry(), *args],
-            env=self.environ(**env),
-            cwd=self.home.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        whatever it started, children included); its output goes to ``<root>/*.log``."""
+        self._started += 1
+        log = (self.root / f"process-{self._started}.log").open("w")
+        try:
+            return subprocess.Popen(
+                [*entry_point(), *args],
+                env=self.environ(**env),
+                cwd=self.home.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
 
     # reading the catalog
 
@@ -183,13 +193,8 @@ class Lab:
         """Every file under the local output store, relative, hidden ones included."""
         if not self.outputs.exists():
             return []
-        return sorted(p.relative_to(self.outputs).as_posix() for p in self.outputs.rglob("*") if p.is_file())
-
-
-def _entry() -> list[str]:
-    from helpers import entry_point
-
-    return entry_point()
+        found = (p.relative_to(self.outputs).as_posix() for p in self.outputs.rglob("*"))
+        return sorted(f for f in found if (self.outputs / f).is_file())
 
 
 @pytest.fixture
@@ -218,10 +223,8 @@ def reaper() -> Iterator[Callable[[subprocess.Popen[str]], subprocess.Popen[str]
 
     yield register
     for proc in started:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
         proc.wait(10)
 
 
@@ -384,10 +387,11 @@ class MediaKit:
         return dest
 
     def _slow_source(self, out: Path) -> Path:
-        """640x360, 25 fps, 30 s MPEG-4 (fast to make, slow to turn into H.264 veryslow)."""
+        """320x240, 25 fps, 20 s MPEG-4: quick to make, and quick to turn into H.264 with
+        the ultrafast preset (~1 s) but not with veryslow (tens of seconds)."""
         return _make(
             out.with_suffix(".avi"),
-            *lavfi("testsrc2=size=640x360:rate=25:d=30"),
+            *lavfi("testsrc2=size=320x240:rate=25:d=20"),
             *["-c:v", "mpeg4", "-q:v", "10"],
         )
 
@@ -416,7 +420,9 @@ class MediaKit:
         return dest
 
     def _frame_bmp(self, out: Path) -> Path:
-        return _make(out.with_suffix(".bmp"), *lavfi("testsrc2=size=64x48:rate=1"), "-frames:v", "1")
+        return _make(
+            out.with_suffix(".bmp"), *lavfi("testsrc2=size=64x48:rate=1"), "-frames:v", "1"
+        )
 
     def _corrupt_jpg(self, out: Path) -> Path:
         """A 320x240 JPEG cut in half: the header reads, the pixels do not."""

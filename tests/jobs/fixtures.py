@@ -140,6 +140,18 @@ class SleepUntilCanceled(TestProcessor):
             time.sleep(0.02)
 
 
+class WaitForFile(TestProcessor):
+    """Runs until the file ``conf["gate"]`` exists, then succeeds."""
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        self.trace(ctx, "start")
+        ctx.progress(10.0, "waiting for the gate", force=True)
+        while not Path(self.conf["gate"]).exists():
+            ctx.check()
+            time.sleep(0.02)
+        return {"gate": "passed"}
+
+
 class FlakyThenOk(TestProcessor):
     """Fails with a transient error on the first ``failures`` (default 2) attempts of a
     job, then succeeds. Attempts are counted in the trace directory (required)."""

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import pyvips
-from helpers import Cli
 
+from helpers import Cli
 from mediamirror.catalog.db import Catalog
 
 from .conftest import Lab, MediaKit, assert_web_mp4
@@ -249,3 +249,15 @@ def test_bmp_frame_is_converted(sqlite_lab: Lab, media: MediaKit) -> None:
     sqlite_lab.worker()
     meta = dict(sqlite_lab.dataset("/src/seq").meta)
     assert meta["outputs"]["frames"] == {"seq/a.bmp": "src/seq/frames/a.jpg"}
+
+
+def test_each_settings_object_gets_its_own_processors() -> None:
+    """Settings objects come and go (one per API request or test); the processors built
+    for one must never be handed to another that happens to reuse its id()."""
+    from mediamirror.config import Settings
+    from mediamirror.processing.processors import registry
+
+    for n in range(30):
+        settings = Settings(sections={"processors": {f"p{n}": {"command": "echo {input}"}}})
+        assert f"p{n}" in registry(settings)
+        del settings

@@ -130,6 +130,17 @@ def heartbeat(
         return {r[0] for r in rows}
 
 
+def cancel_requested(catalog: Catalog, job_ids: Sequence[int]) -> set[int]:
+    """Which of these jobs someone asked to cancel (a read: cheap enough to poll often)."""
+    if not job_ids:
+        return set()
+    with catalog.read() as conn:
+        rows = conn.execute(
+            select(JOBS.c.id).where(JOBS.c.id.in_(list(job_ids)), JOBS.c.cancel_requested)
+        )
+        return {r[0] for r in rows}
+
+
 def report(
     catalog: Catalog, job_id: int, progress: float, message: str | None, log_tail: str
 ) -> None:
@@ -174,6 +185,32 @@ def finish(
                 JOBS.c.state == JobStatus.RUNNING.value,
             )
             .values(**values)
+        )
+    return result.rowcount == 1
+
+
+def release(catalog: Catalog, job_id: int, worker: str) -> bool:
+    """Give back a job this worker holds but will not finish (it is shutting down): queued
+    again at once, and the attempt it used is not counted."""
+    with catalog.write() as conn:
+        result = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.id == job_id,
+                JOBS.c.worker == worker,
+                JOBS.c.state == JobStatus.RUNNING.value,
+            )
+            .values(
+                state=JobStatus.QUEUED.value,
+                attempts=func.max(JOBS.c.attempts - 1, 0)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(JOBS.c.attempts - 1, 0),
+                run_after=utcnow(),
+                lease_expires_at=None,
+                worker=None,
+                started_at=None,
+                message="queued again: its worker stopped",
+            )
         )
     return result.rowcount == 1
 

@@ -15,7 +15,12 @@ from sqlalchemy import and_, or_, update
 
 from mediamirror.catalog.meta import update_meta
 from mediamirror.catalog.models import ITEMS
-from mediamirror.errors import MediamirrorError, ProcessingError, TransientProcessingError
+from mediamirror.errors import (
+    ConfigError,
+    MediamirrorError,
+    ProcessingError,
+    TransientProcessingError,
+)
 from mediamirror.jobs import queue
 from mediamirror.jobs.context import JobContext
 from mediamirror.jobs.model import JobStatus
@@ -31,9 +36,21 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _record(services: Services, job: Any, status: dict[str, Any], updates: dict[str, Any]) -> None:
+def _record(
+    services: Services,
+    job: Any,
+    status: dict[str, Any],
+    updates: dict[str, Any],
+    merge: frozenset[str] = frozenset(),
+) -> None:
     def change(meta: dict[str, Any]) -> None:
-        meta.update(updates)
+        for key, value in updates.items():
+            # Merged inside the locked read-modify-write, so concurrent jobs of two
+            # processors on one dataset keep each other's entries.
+            if key in merge and isinstance(value, dict) and isinstance(meta.get(key), dict):
+                meta[key] = {**meta[key], **value}
+            else:
+                meta[key] = value
         processing = dict(meta.get("processing") or {})
         processing[job.processor] = status
         meta["processing"] = processing
@@ -49,7 +66,7 @@ def _succeed(services: Services, proc: Processor, job: Any, updates: dict[str, A
         updates = {k: v for k, v in updates.items() if k != "MarkForPostProcess"}
     now = datetime.now(UTC).isoformat(timespec="seconds")
     status = {"state": "success", "job": job.id, "version": job.input_version, "at": now}
-    _record(services, job, status, updates)
+    _record(services, job, status, updates, proc.merge_keys)
     inputs = proc.inputs(current)
     if inputs:
         with services.catalog.write() as conn:
@@ -79,7 +96,7 @@ def run_claimed(
         workdir,
         report,
         cancel=cancel,
-        timeout=job.timeout or services.settings.job_timeout,
+        timeout=job.timeout or getattr(proc, "timeout", None) or services.settings.job_timeout,
     )
     try:
         if proc is None:
@@ -100,11 +117,22 @@ def run_claimed(
         _flag(services, job, reason)
         return JobStatus.ERROR
     except ProcessingError as exc:
+        if ctx.cancel.is_set() and not queue.get(catalog, job.id).cancel_requested:
+            # Nobody asked to cancel this job: its worker is stopping. Give it back.
+            queue.release(catalog, job.id, worker)
+            return JobStatus.QUEUED
         if ctx.cancel.is_set():
             queue.finish(
                 catalog, job.id, worker, JobStatus.CANCELED, error="canceled", log_tail=ctx.log_tail
             )
             return JobStatus.CANCELED
+        reason = _one_line(exc)
+        queue.finish(catalog, job.id, worker, JobStatus.ERROR, error=reason, log_tail=ctx.log_tail)
+        _flag(services, job, reason)
+        return JobStatus.ERROR
+    except ConfigError as exc:
+        # A wrong setting (e.g. an output store overlapping a source) stays wrong for as
+        # long as this worker runs: fail at once instead of retrying with backoff.
         reason = _one_line(exc)
         queue.finish(catalog, job.id, worker, JobStatus.ERROR, error=reason, log_tail=ctx.log_tail)
         _flag(services, job, reason)
@@ -134,3 +162,26 @@ def _flag(services: Services, job: Any, reason: str) -> None:
         _record(services, job, status, {})
     except Exception:  # flagging must never hide the job's own outcome
         log.exception("could not flag dataset of job %s", job.id)
+
+
+def clean_workdirs(services: Services) -> int:
+    """Remove scratch folders left by jobs that are no longer running (a worker killed
+    mid-job cannot clean up after itself). Returns how many were removed."""
+    import re
+
+    from sqlalchemy import select
+
+    from mediamirror.jobs.model import JOBS
+
+    root = services.settings.home_path / "tmp"
+    if not root.is_dir():
+        return 0
+    with services.catalog.read() as conn:
+        running = {r[0] for r in conn.execute(select(JOBS.c.id).where(JOBS.c.state == "running"))}
+    removed = 0
+    for path in root.iterdir():
+        match = re.fullmatch(r"job-(\d+)-.*", path.name)
+        if match and path.is_dir() and int(match.group(1)) not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

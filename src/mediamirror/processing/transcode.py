@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from mediamirror.errors import ProcessingError, TransientProcessingError
+from mediamirror.processing.children import die_with_parent
 from mediamirror.processing.probe import VideoProbe
 
 Action = Literal["keep", "remux", "transcode"]
@@ -193,6 +194,7 @@ def run_ffmpeg(
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise ProcessingError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from exc

@@ -18,10 +18,14 @@ from mediamirror.stores import StoreSpec, open_store, parse_spec
 def _overlaps(a: StoreSpec, b: StoreSpec) -> bool:
     if (a.kind, a.bucket) != (b.kind, b.bucket):
         return False
-    if a.kind == "s3" and (a.endpoint_url or "") != (b.endpoint_url or ""):
+    if a.kind == "s3" and (a.endpoint_url or "").rstrip("/") != (b.endpoint_url or "").rstrip("/"):
         return False
-    pa = a.prefix.rstrip("/") + "/"
-    pb = b.prefix.rstrip("/") + "/"
+
+    def folder(prefix: str) -> str:
+        # "" is the whole bucket: it must contain every prefix, so it may not become "/".
+        return prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    pa, pb = folder(a.prefix), folder(b.prefix)
     return pa.startswith(pb) or pb.startswith(pa)
 
 

@@ -9,12 +9,14 @@ simply merges again: nothing is lost or duplicated, and unchanged keys cost no w
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,6 +215,18 @@ class SyncEngine:
             leases.renew(self.catalog, self._lease, self._owner, self.lease_seconds)
             self._renewed = time.monotonic()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction whose figures count only if it commits, so that the run
+        record of an interrupted sync says what the catalog really holds."""
+        before = dataclasses.replace(self.summary)
+        try:
+            with self.catalog.write() as conn:
+                yield conn
+        except BaseException:
+            self.summary = before
+            raise
+
     def _merge_listing(self) -> str | None:
         last: str | None = None
         for chunk in rechunk(prefetch(self.store.list_pages())):
@@ -221,7 +235,7 @@ class SyncEngine:
                     raise SyncError(f"the store listed {b.key!r} after {a.key!r}: not sorted")
             if last is not None and chunk[0].key <= last:
                 raise SyncError(f"the store listed {chunk[0].key!r} again: not sorted")
-            with self.catalog.write() as conn:
+            with self._transaction() as conn:
                 self._apply(conn, chunk, last)
             last = chunk[-1].key
             self.summary.listed += len(chunk)
@@ -236,12 +250,20 @@ class SyncEngine:
         rel = obj.key[len(self.layout.prefix) :]
         if not rel or rel.endswith("/"):
             return False
+        return self._filtered_in(rel)
+
+    def _filtered_in(self, rel: str) -> bool:
         if self.include is not None and not self.include.search(rel):
             return False
         return not (self.exclude is not None and self.exclude.search(rel))
 
+    def _wanted_marker(self, obj: ObjectInfo) -> bool:
+        """A folder marker (``dir/``) below the prefix that include/exclude let through."""
+        rel = obj.key[len(self.layout.prefix) :]
+        return bool(rel) and rel.endswith("/") and self._filtered_in(rel)
+
     def _apply(self, conn: Connection, chunk: list[ObjectInfo], low: str | None) -> None:
-        markers = [o for o in chunk if o.key.endswith("/") and len(o.key) > len(self.store.prefix)]
+        markers = [o for o in chunk if self._wanted_marker(o)]
         objs = [o for o in chunk if self._wanted(o)]
         self.summary.skipped += len(chunk) - len(objs) - len(markers)
         high = chunk[-1].key
@@ -458,7 +480,7 @@ class SyncEngine:
     def _delete_tail(self, last: str | None) -> None:
         """Keys after the last listed one are gone from the store."""
         while True:
-            with self.catalog.write() as conn:
+            with self._transaction() as conn:
                 query = (
                     select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.folder_id)
                     .where(ITEMS.c.source_id == self.source.id, ITEMS.c.state == "present")
@@ -474,9 +496,84 @@ class SyncEngine:
             last = rows[-1].key
             self._renew()
 
+    # -- a few keys at once (bucket events) ----------------------------------------------
+    # Used by mediamirror.events: the rules of a sync chunk for a handful of keys whose
+    # current state the caller read from the store, without the key-range deletion.
+
+    def apply_objects(
+        self, conn: Connection, present: Sequence[ObjectInfo], gone: Sequence[str]
+    ) -> None:
+        """Make the catalog agree with the store for a few keys, in the caller's
+        transaction: ``present`` objects (as the store lists them) are added or updated,
+        ``gone`` keys are marked deleted. Other keys of their sidecar groups
+        (``dir/clip.*``) are placed again exactly as the next sync would place them;
+        nothing else is touched."""
+        keys = {o.key for o in present} | set(gone)
+        if not keys:
+            return
+        cond: Any = ITEMS.c.key.in_(sorted(keys))
+        for prefix in {g for k in keys if (g := group_prefix(k)) is not None}:
+            # Every key starting with "dir/clip." sorts before "dir/clip/" ('/' follows '.').
+            cond = cond | ((ITEMS.c.key >= prefix) & (ITEMS.c.key < prefix[:-1] + "/"))
+        rows = conn.execute(
+            select(
+                ITEMS.c.id,
+                ITEMS.c.key,
+                ITEMS.c.size,
+                ITEMS.c.etag,
+                ITEMS.c.last_modified,
+                ITEMS.c.state,
+                ITEMS.c.folder_id,
+            ).where(ITEMS.c.source_id == self.source.id, cond)
+        ).all()
+        existing = {row.key: row for row in rows}
+        markers = [
+            o for o in present if o.key.endswith("/") and len(o.key) > len(self.store.prefix)
+        ]
+        objs = [o for o in present if self._wanted(o)]
+        # The rest of each sidecar group, unchanged: it decides where sidecars belong.
+        context = [
+            ObjectInfo(r.key, r.size, r.etag, r.last_modified)
+            for r in rows
+            if r.key not in keys and r.state == "present"
+        ]
+        context = [o for o in context if self._wanted(o)]
+        fresh: list[ObjectInfo] = []
+        changed: list[tuple[ObjectInfo, Any]] = []
+        sidecars = [(o, existing[o.key]) for o in context if extension(o.key) in SIDECAR_EXTENSIONS]
+        for obj in objs:
+            row = existing.get(obj.key)
+            if row is None:
+                fresh.append(obj)
+            elif row.state != "present" or (
+                row.etag != obj.etag
+                or row.size != obj.size
+                or row.last_modified != obj.last_modified
+            ):
+                changed.append((obj, row))
+            else:
+                self.summary.unchanged += 1
+                if extension(obj.key) in SIDECAR_EXTENSIONS:
+                    sidecars.append((obj, row))
+        if fresh or changed or sidecars or markers:
+            self._write(conn, objs + context, fresh, changed, sidecars, markers)
+        kept = {o.key for o in objs}
+        dead = [
+            existing[k]
+            for k in sorted(keys)
+            if k in existing and k not in kept and existing[k].state == "present"
+        ]
+        if dead:
+            self._mark_deleted(conn, dead)
+
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    cause: BaseException | None = exc
+    for _ in range(10):  # drivers may wrap a Ctrl-C in their own error
+        if cause is None:
+            break
+        if isinstance(cause, KeyboardInterrupt):
+            return "interrupted"
+        cause = cause.__cause__ or cause.__context__
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from mediamirror import __version__
 from mediamirror.errors import MediamirrorError
@@ -23,11 +24,16 @@ UI = Path(__file__).parent / "ui"
 
 
 def _error(status: int, message: str) -> JSONResponse:
+    # One line, whatever a message quotes from the request.
+    message = " ".join(message.splitlines())
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+        return f"invalid request: the body is not valid JSON ({reason})"
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     return (
         f"invalid request: {where}: {first.get('msg', 'bad value')}"
@@ -107,6 +113,19 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _bad_value(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the request carried (a NUL character, a string
+        # longer than its column, a number out of range): the client's error, not ours.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "value not accepted"
+        return _error(400, f"invalid request: {reason}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a user error: same JSON shape, no traceback to the client (the server
+        # still logs it).
+        return _error(500, "internal server error")
 
     from mediamirror.web import iiif, login
     from mediamirror.web.api import browse, jobs, sources, system

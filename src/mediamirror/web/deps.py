@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 
 from mediamirror import tokens
 from mediamirror.services import Services
 from mediamirror.tokens import Principal
 
 COOKIE = "mm_session"
+#: Catalog ids are INTEGER columns (32-bit on PostgreSQL): a bigger id or offset in a URL
+#: is a 400, not a database error (a 500: "integer out of range", or SQLite's OverflowError).
+MAX_ID = 2**31 - 1
 
 
 def services(request: Request) -> Services:
@@ -43,3 +46,4 @@ def admin(principal: Annotated[Principal, Depends(viewer)]) -> Principal:
 Svc = Annotated[Services, Depends(services)]
 Viewer = Annotated[Principal, Depends(viewer)]
 Admin = Annotated[Principal, Depends(admin)]
+Id = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID)]

@@ -7,6 +7,7 @@ cache once.
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import lru_cache
 from typing import Any
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from mediamirror.errors import MediamirrorError, NotFoundError
-from mediamirror.web.deps import Svc, Viewer
+from mediamirror.web.deps import Id, Svc, Viewer
 
 router = APIRouter(tags=["iiif"])
 TILE = 256
@@ -32,21 +33,34 @@ class IIIFError(MediamirrorError):
     status = 400
 
 
+Stamp = tuple[int, int, int]
+
+
+def _stamp(path: str, folder_id: int) -> Stamp:
+    """The file's identity, part of every cache key below: a pyramid made again at the same
+    path (re-processing replaces the file) is read anew, not served from the old one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"the pyramid of dataset {folder_id} is missing") from None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 @lru_cache(maxsize=64)
-def _levels(path: str) -> tuple[tuple[int, int], ...]:
+def _levels(path: str, stamp: Stamp) -> tuple[tuple[int, int], ...]:
     """(width, height) of each page of the pyramid, full size first."""
-    first = pyvips.Image.new_from_file(path, access="sequential")
+    first = pyvips.Image.new_from_file(path, access="sequential", revalidate=True)
     pages = int(first.get("n-pages")) if "n-pages" in first.get_fields() else 1
     sizes = [(first.width, first.height)]
     for page in range(1, pages):
-        img = pyvips.Image.new_from_file(path, page=page, access="sequential")
+        img = pyvips.Image.new_from_file(path, page=page, access="sequential", revalidate=True)
         sizes.append((img.width, img.height))
     return tuple(sizes)
 
 
 @lru_cache(maxsize=256)
-def _page(path: str, page: int) -> pyvips.Image:
-    return pyvips.Image.new_from_file(path, page=page, access="random")
+def _page(path: str, page: int, stamp: Stamp) -> pyvips.Image:
+    return pyvips.Image.new_from_file(path, page=page, access="random", revalidate=True)
 
 
 def pyramid_path(svc: Any, folder_id: int) -> str:
@@ -71,9 +85,9 @@ def pyramid_path(svc: Any, folder_id: int) -> str:
 
 
 @router.get("/iiif/3/{folder_id}/info.json")
-def info(folder_id: int, request: Request, svc: Svc, _: Viewer) -> JSONResponse:
+def info(folder_id: Id, request: Request, svc: Svc, _: Viewer) -> JSONResponse:
     path = pyramid_path(svc, folder_id)
-    levels = _levels(path)
+    levels = _levels(path, _stamp(path, folder_id))
     width, height = levels[0]
     factors = sorted({max(1, round(width / w)) for w, _ in levels})
     base = str(request.url).rsplit("/info.json", 1)[0]
@@ -114,28 +128,42 @@ def _size(text: str, rw: int, rh: int) -> tuple[int, int]:
     if text == "max":
         return rw, rh
     try:
-        if text.startswith("pct:"):
-            pct = float(text[4:]) / 100
-            return max(1, round(rw * pct)), max(1, round(rh * pct))
-        if text.startswith("!"):
-            bw, bh = (int(v) for v in text[1:].split(","))
-            scale = min(bw / rw, bh / rh)
-            return max(1, round(rw * scale)), max(1, round(rh * scale))
-        w_text, h_text = text.split(",")
-        if w_text and h_text:
-            return int(w_text), int(h_text)
-        if w_text:
-            w = int(w_text)
-            return w, max(1, round(rh * w / rw))
-        h = int(h_text)
-        return max(1, round(rw * h / rh)), h
-    except (ValueError, ZeroDivisionError):
+        return _parse_size(text, rw, rh)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        # Zero, negative, NaN and infinite sizes are client errors, never a libvips crash.
         raise IIIFError(f"unsupported size {text!r}") from None
+
+
+def _parse_size(text: str, rw: int, rh: int) -> tuple[int, int]:
+    if text.startswith("pct:"):
+        pct = float(text[4:]) / 100
+        if not pct > 0:
+            raise ValueError(text)
+        return max(1, round(rw * pct)), max(1, round(rh * pct))
+    if text.startswith("!"):
+        bw, bh = (_positive(v) for v in text[1:].split(","))
+        scale = min(bw / rw, bh / rh)
+        return max(1, round(rw * scale)), max(1, round(rh * scale))
+    w_text, h_text = text.split(",")
+    if w_text and h_text:
+        return _positive(w_text), _positive(h_text)
+    if w_text:
+        w = _positive(w_text)
+        return w, max(1, round(rh * w / rw))
+    h = _positive(h_text)
+    return max(1, round(rw * h / rh)), h
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 @router.get("/iiif/3/{folder_id}/{region}/{size}/{rotation}/{quality}.{fmt}")
 def tile(
-    folder_id: int,
+    folder_id: Id,
     region: str,
     size: str,
     rotation: str,
@@ -145,11 +173,12 @@ def tile(
     _: Viewer,
 ) -> Response:
     if fmt not in _FORMATS or quality not in {"default", "color", "gray"}:
-        raise IIIFError(f"unsupported quality/format {quality}.{fmt}")
+        raise IIIFError(f"unsupported quality/format {quality + '.' + fmt!r}")
     if rotation not in {"0", "90", "180", "270"}:
         raise IIIFError(f"unsupported rotation {rotation!r}")
     path = pyramid_path(svc, folder_id)
-    levels = _levels(path)
+    stamp = _stamp(path, folder_id)
+    levels = _levels(path, stamp)
     full_w, full_h = levels[0]
     x, y, w, h = _region(region, full_w, full_h)
     out_w, out_h = _size(size, w, h)
@@ -162,7 +191,7 @@ def tile(
             page = i
     lw, lh = levels[page]
     sx, sy = lw / full_w, lh / full_h
-    img = _page(path, page)
+    img = _page(path, page, stamp)
     lx, ly = int(x * sx), int(y * sy)
     cw = max(1, min(lw - lx, round(w * sx)))
     ch = max(1, min(lh - ly, round(h * sy)))

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from mediamirror import tokens
@@ -36,8 +36,9 @@ def _take(code: str) -> bool:
 @router.get("/login/{code}")
 def login_link(code: str, request: Request, svc: Svc) -> RedirectResponse:
     if not _take(code):
-        raise HTTPException(401, "this login link has expired or was already used")
-    token = tokens.create(svc.catalog, "admin", "browser login link")
+        # A browser follows this link: send it to the sign-in page, not a JSON error.
+        return RedirectResponse("/ui/sign-in?link_expired=1", status_code=303)
+    token = tokens.create(svc.catalog, "admin", tokens.LOGIN_LINK_NAME)
     response = RedirectResponse("/", status_code=303)
     host = request.url.hostname or ""
     secure = request.url.scheme == "https" or host in {"localhost", "127.0.0.1", "::1"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from mediamirror.catalog.leases import new_owner
 from mediamirror.jobs import queue
 from mediamirror.jobs.model import JobStatus
-from mediamirror.jobs.runner import run_claimed
+from mediamirror.jobs.runner import clean_workdirs, run_claimed
 from mediamirror.services import Services
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,16 @@ class LocalExecutor:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
         reap_interval: float = 5.0,
+        cancel_interval: float = 1.0,
     ) -> None:
         self.services = services
         self.concurrency = max(1, concurrency)
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.reap_interval = reap_interval
+        # Cancel requests are polled on their own, often: the lease renewal (every
+        # lease/3 s, 10 s by default) would leave a canceled ffmpeg running that long.
+        self.cancel_interval = cancel_interval
         self.worker = new_owner()
         self.stats = WorkerStats()
         self._cancels: dict[int, threading.Event] = {}
@@ -61,51 +65,68 @@ class LocalExecutor:
     def submit(self, job_ids: list[int]) -> None:
         """Jobs live in the catalog; a local worker finds them by polling."""
 
-    def run(
-        self, *, burst: bool = False, stop: threading.Event | None = None, on_done: object = None
-    ) -> WorkerStats:
+    def run(self, *, burst: bool = False, stop: threading.Event | None = None) -> WorkerStats:
         """Work until ``stop`` is set; with ``burst``, until no job is queued or running."""
         stop = stop or threading.Event()
-        catalog = self.services.catalog
         running: dict[Future[JobStatus], int] = {}
-        last_beat = last_reap = 0.0
+        queue.reap(self.services.catalog, self.services.retry_policy)
+        clean_workdirs(self.services)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mediamirror-job") as pool:
+            try:
+                self._loop(pool, burst, stop, running)
+            finally:
+                # Stopping (or Ctrl-C): running jobs see a cancel without a cancel request
+                # and go back to the queue; the pool then waits for them to hand back.
+                for event in self._cancels.values():
+                    event.set()
+        return self.stats
+
+    def _loop(
+        self,
+        pool: ThreadPoolExecutor,
+        burst: bool,
+        stop: threading.Event,
+        running: dict[Future[JobStatus], int],
+    ) -> None:
+        catalog = self.services.catalog
+        last_beat = last_reap = last_cancel_check = 0.0
         # Claim a little ahead of free threads so short jobs do not wait on a poll.
         in_flight = self.concurrency * 2
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mediamirror-job") as pool:
-            while not stop.is_set():
-                now = time.monotonic()
-                if now - last_reap >= self.reap_interval:
-                    queue.reap(catalog, self.services.retry_policy)
-                    last_reap = now
-                if running and now - last_beat >= self.lease_seconds / 3:
-                    for job_id in queue.heartbeat(
-                        catalog, self.worker, list(running.values()), self.lease_seconds
-                    ):
-                        self._cancels[job_id].set()
-                    last_beat = now
-                claimed = queue.claim(
-                    catalog, self.worker, in_flight - len(running), self.lease_seconds
+        while not stop.is_set():
+            now = time.monotonic()
+            if now - last_reap >= self.reap_interval:
+                queue.reap(catalog, self.services.retry_policy)
+                last_reap = now
+            if running and now - last_beat >= self.lease_seconds / 3:
+                for job_id in queue.heartbeat(
+                    catalog, self.worker, list(running.values()), self.lease_seconds
+                ):
+                    self._cancels[job_id].set()
+                last_beat = last_cancel_check = now
+            elif running and now - last_cancel_check >= self.cancel_interval:
+                for job_id in queue.cancel_requested(catalog, list(running.values())):
+                    self._cancels[job_id].set()
+                last_cancel_check = now
+            claimed = queue.claim(
+                catalog, self.worker, in_flight - len(running), self.lease_seconds
+            )
+            for job in claimed:
+                cancel = self._cancels[job.id] = threading.Event()
+                future = pool.submit(run_claimed, self.services, job, self.worker, cancel)
+                running[future] = job.id
+            if running:
+                done, _ = wait(
+                    list(running), timeout=self.poll_interval, return_when=FIRST_COMPLETED
                 )
-                for job in claimed:
-                    cancel = self._cancels[job.id] = threading.Event()
-                    future = pool.submit(run_claimed, self.services, job, self.worker, cancel)
-                    running[future] = job.id
-                if running:
-                    done, _ = wait(
-                        list(running), timeout=self.poll_interval, return_when=FIRST_COMPLETED
-                    )
-                    for future in done:
-                        job_id = running.pop(future)
-                        self._cancels.pop(job_id, None)
-                        self.stats.add(future.result())
-                    continue
-                if claimed:
-                    continue
-                queued, due_in = queue.pending(catalog)
-                if burst and queued == 0:
-                    break
-                wait_for = self.poll_interval if due_in is None else min(due_in, self.poll_interval)
-                stop.wait(max(wait_for, 0.01))
-            for event in self._cancels.values():
-                event.set()
-        return self.stats
+                for future in done:
+                    job_id = running.pop(future)
+                    self._cancels.pop(job_id, None)
+                    self.stats.add(future.result())
+                continue
+            if claimed:
+                continue
+            queued, due_in = queue.pending(catalog)
+            if burst and queued == 0:
+                break
+            wait_for = self.poll_interval if due_in is None else min(due_in, self.poll_interval)
+            stop.wait(max(wait_for, 0.01))

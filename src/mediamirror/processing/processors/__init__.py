@@ -14,7 +14,9 @@ from mediamirror.processing.processors.images import ImagesProcessor
 from mediamirror.processing.processors.pyramid import PyramidProcessor
 from mediamirror.processing.processors.video import VideoProcessor
 
-_CACHE: dict[int, dict[str, Processor]] = {}
+# Keyed by id() but holding the settings object too: an id is reused once its object is
+# garbage-collected, and a bare id would hand another configuration's processors out.
+_CACHE: dict[int, tuple[Settings, dict[str, Processor]]] = {}
 
 
 def _build(settings: Settings) -> dict[str, Processor]:
@@ -48,10 +50,10 @@ def _python(name: str, conf: dict[str, Any]) -> Processor:
 
 def registry(settings: Settings) -> dict[str, Processor]:
     """Processors by name for these settings (built once per settings object)."""
-    key = id(settings)
-    if key not in _CACHE:
-        _CACHE[key] = _build(settings)
-    return _CACHE[key]
+    cached = _CACHE.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = _CACHE[id(settings)] = (settings, _build(settings))
+    return cached[1]
 
 
 def for_dataset(settings: Settings, dataset: Dataset, *, auto_only: bool = True) -> list[Processor]:

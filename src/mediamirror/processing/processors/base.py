@@ -85,6 +85,11 @@ class Processor:
     dataset_types: ClassVar[frozenset[str]] = frozenset()
     #: Queued by ``postprocess`` (and after a sync); otherwise only by ``reprocess``.
     auto: bool = True
+    #: Seconds a job of this processor may run; None means the job_timeout setting.
+    timeout: float | None = None
+    #: Metadata keys whose dict values are merged into the dataset's instead of replacing
+    #: them (several processors write their own entry under ``results``).
+    merge_keys: ClassVar[frozenset[str]] = frozenset()
 
     def inputs(self, dataset: Dataset) -> list[ItemRef]:
         return dataset.items

@@ -22,10 +22,12 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamirror.errors import ConfigError, ProcessingError, TransientProcessingError
+from mediamirror.processing.children import die_with_parent
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.processors.pyramid import local_input
 from mediamirror.sync.layout import Kind
@@ -46,6 +48,8 @@ _KINDS = {
 class CommandProcessor(Processor):
     """One processor configured in config.yaml."""
 
+    merge_keys = frozenset({"results"})
+
     def __init__(self, name: str, conf: dict[str, Any]) -> None:
         command = conf.get("command")
         if not isinstance(command, str) or not command.strip():
@@ -63,7 +67,12 @@ class CommandProcessor(Processor):
         self.dataset_types = frozenset(types)  # type: ignore[misc]
         self.auto = bool(conf.get("auto", True))
         self.default_args = str(conf.get("args", ""))
-        self.timeout = conf.get("timeout")
+        timeout = conf.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ConfigError(f"processor {name!r}: 'timeout' must be a positive number of seconds")
+        self.timeout = float(timeout) if timeout is not None else None
         self.results_url = conf.get("results_store")
 
     def inputs(self, dataset: Dataset) -> list[ItemRef]:
@@ -101,10 +110,20 @@ class CommandProcessor(Processor):
         ctx.progress(90.0, f"uploading {len(files)} result file(s)")
         store = services.results_store(self.results_url)
         prefix = f"results/{output_base(dataset)}/"
-        keys = replace_result_set(store, prefix, out_dir, files, ctx.job_id)
+        earlier = (dataset.meta.get("results") or {}).get(self.name) or {}
+        keys = replace_result_set(
+            store, prefix, out_dir, files, ctx.job_id, earlier.get("keys") or []
+        )
+        names = [k[len(prefix) :] for k in keys]
         return {
             "results": {
-                self.name: {"prefix": prefix, "files": len(keys), "args": args, "job": ctx.job_id}
+                self.name: {
+                    "prefix": prefix,
+                    "files": len(keys),
+                    "keys": names,
+                    "args": args,
+                    "job": ctx.job_id,
+                }
             }
         }
 
@@ -126,6 +145,7 @@ def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise ProcessingError(f"cannot start {argv[0]!r}: {exc.strerror}") from exc
@@ -142,6 +162,7 @@ def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     while proc.poll() is None:
+        ctx.progress(ctx.percent)  # throttled: writes the log tail so far to the job row
         remaining = ctx.remaining()
         if ctx.cancel.is_set() or remaining == 0.0:
             proc.terminate()
@@ -161,13 +182,20 @@ def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
 
 
 def replace_result_set(
-    store: OutputStore, prefix: str, root: Path, files: list[Path], job_id: int
+    store: OutputStore,
+    prefix: str,
+    root: Path,
+    files: list[Path],
+    job_id: int,
+    previous: Iterable[str] = (),
 ) -> list[str]:
     """Upload a new result set, then replace the old one.
 
     The new files go to a staging prefix first; only once all of them are up are they
     copied over the old set and stale files removed, so a failed upload leaves the previous
-    results whole.
+    results whole. ``previous`` names (relative to ``prefix``) the files of the set being
+    replaced: only those are removed, because other processors (and nested datasets) put
+    their results under the same prefix.
     """
     staging = f"results/.staging/{job_id}-{uuid.uuid4().hex[:8]}/"
     staged: list[tuple[str, str]] = []
@@ -179,7 +207,7 @@ def replace_result_set(
         for _, key in staged:
             store.delete(key)
         raise
-    old = set(store.list(prefix))
+    old = {prefix + name for name in previous}
     final = []
     for rel, key in staged:
         store.copy(key, prefix + rel)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import mimetypes
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import Select, func, select
+from starlette.types import Message, Receive, Scope, Send
 
 from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import JOBS
-from mediamirror.web.deps import Svc, Viewer
+from mediamirror.web.deps import MAX_ID, Id, Svc, Viewer
 
 router = APIRouter(tags=["browse"])
 Sort = Literal["name", "-name", "updated", "-updated"]
@@ -83,7 +85,7 @@ def _sorted(query: Select[Any], sort: Sort) -> Select[Any]:
 
 
 @router.get("/folders/{folder_id}")
-def get_folder(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+def get_folder(folder_id: Id, svc: Svc, _: Viewer) -> dict[str, Any]:
     with svc.catalog.read() as conn:
         row = _folder(conn, folder_id)
         out = folder_dict(row)
@@ -103,7 +105,7 @@ def get_folder(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
 def root_folders(
     svc: Svc,
     _: Viewer,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     sort: Sort = "name",
 ) -> dict[str, Any]:
@@ -113,10 +115,10 @@ def root_folders(
 
 @router.get("/folders/{folder_id}/children")
 def child_folders(
-    folder_id: int,
+    folder_id: Id,
     svc: Svc,
     _: Viewer,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     sort: Sort = "name",
 ) -> dict[str, Any]:
@@ -139,10 +141,10 @@ def _children(
 
 @router.get("/folders/{folder_id}/items")
 def folder_items(
-    folder_id: int,
+    folder_id: Id,
     svc: Svc,
     _: Viewer,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
     include_deleted: bool = False,
 ) -> dict[str, Any]:
@@ -160,7 +162,7 @@ def folder_items(
 
 
 @router.get("/datasets/{folder_id}")
-def get_dataset(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+def get_dataset(folder_id: Id, svc: Svc, _: Viewer) -> dict[str, Any]:
     """A dataset with its metadata, outputs, media URLs and job history."""
     with svc.catalog.read() as conn:
         row = _folder(conn, folder_id)
@@ -218,9 +220,38 @@ def _serve(kind: str, target: str, name: str) -> Response:
     if kind == "url":
         return RedirectResponse(target, status_code=307)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return FileResponse(
+    return MediaFile(
         target, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
     )
+
+
+_RANGE_ERRORS = {400: "malformed Range header", 416: "requested range not satisfiable"}
+
+
+class MediaFile(FileResponse):
+    """A file served with range requests, whose refusals of a bad ``Range`` header (plain
+    text in Starlette) use the API's JSON error shape like every other error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held: list[Message] = []
+
+        async def relay(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in _RANGE_ERRORS:
+                held.append(message)
+                return
+            if not held:
+                await send(message)
+                return
+            status = held[0]["status"]
+            body = json.dumps({"error": _RANGE_ERRORS[status], "status": status}).encode()
+            skip = {b"content-type", b"content-length"}
+            headers = [(k, v) for k, v in held[0]["headers"] if k.lower() not in skip]
+            headers += [(b"content-type", b"application/json")]
+            headers += [(b"content-length", str(len(body)).encode())]
+            await send({**held[0], "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await super().__call__(scope, receive, relay)
 
 
 def _meta(svc: Any, folder_id: int) -> tuple[Any, dict[str, Any]]:
@@ -230,7 +261,7 @@ def _meta(svc: Any, folder_id: int) -> tuple[Any, dict[str, Any]]:
 
 
 @router.get("/datasets/{folder_id}/video")
-def dataset_video(folder_id: int, svc: Svc, _: Viewer) -> Response:
+def dataset_video(folder_id: Id, svc: Svc, _: Viewer) -> Response:
     """The playable video (HTTP range requests): the transcode, or the original if kept."""
     row, meta = _meta(svc, folder_id)
     rel = (meta.get("outputs") or {}).get("video")
@@ -245,7 +276,7 @@ def dataset_video(folder_id: int, svc: Svc, _: Viewer) -> Response:
 
 
 @router.get("/datasets/{folder_id}/poster")
-def dataset_poster(folder_id: int, svc: Svc, _: Viewer) -> Response:
+def dataset_poster(folder_id: Id, svc: Svc, _: Viewer) -> Response:
     _, meta = _meta(svc, folder_id)
     rel = (meta.get("outputs") or {}).get("poster")
     if not rel:
@@ -255,7 +286,7 @@ def dataset_poster(folder_id: int, svc: Svc, _: Viewer) -> Response:
 
 
 @router.get("/datasets/{folder_id}/frames")
-def dataset_frames(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+def dataset_frames(folder_id: Id, svc: Svc, _: Viewer) -> dict[str, Any]:
     """Frame URLs of an image sequence, in order (web versions where converted)."""
     _, meta = _meta(svc, folder_id)
     converted = (meta.get("outputs") or {}).get("frames") or {}
@@ -280,7 +311,7 @@ def dataset_frames(folder_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
 
 
 @router.get("/items/{item_id}")
-def get_item(item_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
+def get_item(item_id: Id, svc: Svc, _: Viewer) -> dict[str, Any]:
     with svc.catalog.read() as conn:
         row = conn.execute(
             select(ITEMS, SOURCES.c.name.label("source"))
@@ -293,7 +324,7 @@ def get_item(item_id: int, svc: Svc, _: Viewer) -> dict[str, Any]:
 
 
 @router.get("/items/{item_id}/content")
-def item_content(item_id: int, svc: Svc, _: Viewer, web: bool = False) -> Response:
+def item_content(item_id: Id, svc: Svc, _: Viewer, web: bool = False) -> Response:
     """The object's bytes (range requests), or its web version for converted frames."""
     with svc.catalog.read() as conn:
         row = conn.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()

@@ -12,12 +12,15 @@ from sqlalchemy import select
 
 from mediamirror import sources as src_service
 from mediamirror.catalog.leases import owner_is_dead
-from mediamirror.catalog.models import LEASES, utcnow
+from mediamirror.catalog.models import FOLDERS, LEASES, utcnow
 from mediamirror.errors import ConflictError
 from mediamirror.web.deps import Admin, Svc, Viewer
 
 router = APIRouter(tags=["sources"])
 log = logging.getLogger(__name__)
+#: (catalog, source id) of the syncs this process started that have not finished yet.
+_started: set[tuple[str, int]] = set()
+_started_lock = threading.Lock()
 
 
 class NewSource(BaseModel):
@@ -52,10 +55,20 @@ def source_dict(svc: Any, src: Any) -> dict[str, Any]:
         "created_at": src.created_at.isoformat(),
         "syncing": _syncing(svc, src.id),
         "last_run": runs[0] if runs else None,
+        "mount_folder_id": _mount_folder_id(svc, src.mount),
     }
 
 
+def _mount_folder_id(svc: Any, mount: str) -> int | None:
+    """The catalog folder of the mount (None until the first sync creates it)."""
+    with svc.catalog.read() as conn:
+        found = conn.execute(select(FOLDERS.c.id).where(FOLDERS.c.path == mount)).scalar()
+    return int(found) if found is not None else None
+
+
 def _syncing(svc: Any, source_id: int) -> bool:
+    if (svc.catalog.url, source_id) in _started:
+        return True
     with svc.catalog.read() as conn:
         row = conn.execute(
             select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == f"sync:{source_id}")
@@ -106,8 +119,12 @@ def sync_runs(name: str, svc: Svc, _: Viewer, limit: int = 20) -> list[dict[str,
 def sync_now(name: str, svc: Svc, _: Admin) -> dict[str, str]:
     """Start a sync in the background; its figures appear under /runs."""
     src = src_service.get_source(svc.catalog, name)
-    if _syncing(svc, src.id):
-        raise ConflictError(f"source {name!r} is already being synced")
+    # The lease is taken by the sync thread a moment later: until then only this set tells
+    # a second request that a sync is on its way.
+    with _started_lock:
+        if _syncing(svc, src.id):
+            raise ConflictError(f"source {name!r} is already being synced")
+        _started.add((svc.catalog.url, src.id))
 
     def run() -> None:
         try:
@@ -118,6 +135,9 @@ def sync_now(name: str, svc: Svc, _: Admin) -> dict[str, str]:
                 postprocess(svc, src.mount)
         except Exception:
             log.exception("sync of %s failed", name)
+        finally:
+            with _started_lock:
+                _started.discard((svc.catalog.url, src.id))
 
     threading.Thread(target=run, name=f"sync-{name}", daemon=True).start()
     return {"status": "started", "source": name}

@@ -51,6 +51,9 @@ def whoami(principal: Viewer) -> dict[str, str]:
 
 
 @router.delete("/session")
-def logout(response: Response) -> dict[str, str]:
+def logout(request: Request, response: Response, svc: Svc) -> dict[str, str]:
+    """Clear the session cookie; a session made by a login link is revoked too (an API
+    token pasted by hand stays valid: it may be in use elsewhere)."""
+    tokens.revoke_login_session(svc.catalog, request.cookies.get(COOKIE))
     response.delete_cookie(COOKIE, path="/")
     return {"status": "logged out"}

@@ -1,0 +1,250 @@
+"""Transcode: mediamirror's video job against the identical ffmpeg command run directly.
+
+A 1080p, 60-second clip (lavfi ``testsrc2`` at 30 fps + ``sine`` audio, MPEG-4 Part 2 in a
+MOV with ``moov`` at the end) must be transcoded. The direct side runs the command that
+:func:`mediamirror.processing.transcode.build_ffmpeg_command` makes from the same plan,
+preset and CRF; the mediamirror side is a local-directory source, ``mediamirror sync`` (which
+queues the video job) and a timed ``mediamirror worker --burst --concurrency 1`` (probe,
+transcode, copy to the output store, poster). Runs are interleaved: direct, mediamirror,
+direct (``--rounds`` repeats the mediamirror/direct pair).
+
+    .venv/bin/python benchmarks/transcode_bench.py [--preset medium] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _bench_util import (
+    MEDIAMIRROR,
+    BenchResult,
+    ChildRun,
+    ffmpeg_exe,
+    mm_env,
+    run_child_rusage,
+    run_timed,
+    say,
+    wait_quiet,
+)
+
+TARGET_RATIO = 1.05
+
+
+def make_clip(path: Path, seconds: int) -> None:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    cmd += ["-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds}"]
+    cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    # The MOV muxer writes moov after mdat unless told otherwise: not faststart.
+    cmd += ["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac", "-b:a", "128k", str(path)]
+    run_timed(cmd)
+
+
+def direct_command(clip: Path, out: Path, preset: str, crf: int) -> tuple[list[str], str]:
+    """The command mediamirror would run for ``clip``, and the plan's action."""
+    from mediamirror.processing.probe import probe
+    from mediamirror.processing.transcode import build_ffmpeg_command, plan_video
+
+    info = probe(clip)
+    plan = plan_video(info, -1, filename=clip.name)
+    cmd = build_ffmpeg_command(str(clip), str(out), plan, ffmpeg_exe(), preset=preset, crf=crf)
+    return cmd, f"{plan.action} ({'; '.join(plan.reasons)})"
+
+
+def run_direct(cmd: list[str], out: Path) -> ChildRun:
+    out.unlink(missing_ok=True)
+    run = run_child_rusage(cmd)
+    if not out.exists() or out.stat().st_size == 0:
+        raise RuntimeError("direct ffmpeg wrote no output")
+    out.unlink()
+    return run
+
+
+def job_times(env: dict[str, str], job_id: int) -> tuple[float, dict[str, object]]:
+    from datetime import datetime
+
+    shown = run_timed([MEDIAMIRROR, "jobs", "show", str(job_id), "--json"], env=env)
+    info = json.loads(shown.stdout)
+    start = datetime.fromisoformat(info["started_at"])
+    end = datetime.fromisoformat(info["finished_at"])
+    return (end - start).total_seconds(), info
+
+
+def _check_job_command(job_log: str, direct: list[str], clip: Path, preset: str, crf: int) -> str:
+    """What the job's log says about the ffmpeg command it ran, compared with ``direct``."""
+    for line in job_log.splitlines():
+        if line.startswith(direct[0]) and " -i " in line:  # the full command was logged
+            ran = line.split()
+            mine = ["<input>" if a == str(clip) else a for a in direct]
+            same = ran[:-1] == mine[:-1]  # the output path is the job's own
+            return "identical to the direct one (output path aside)" if same else "DIFFERENT"
+        if line.startswith("ffmpeg: "):  # a summary line: "ffmpeg: transcode (medium, crf 22)"
+            same = f"({preset}, crf {crf})" in line
+            return f"{line!r}: " + ("same preset and crf" if same else "DIFFERENT settings")
+    return "not in the job's log tail"
+
+
+def run(
+    work: Path,
+    *,
+    seconds: int = 60,
+    preset: str = "medium",
+    crf: int = 22,
+    rounds: int = 1,
+    quiet_wait: float = 240.0,
+) -> BenchResult:
+    result = BenchResult("transcode")
+    started = time.perf_counter()
+    say(f"== transcode: 1080p {seconds} s clip, preset {preset}, crf {crf}")
+    media = work / "transcode-media"
+    home = work / "transcode-home"
+    for d in (media, home):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    clip = media / "clip.mov"
+    t = time.perf_counter()
+    make_clip(clip, seconds)
+    result.note(
+        f"clip: {clip.stat().st_size / 1e6:.1f} MB mpeg4+aac MOV, made in "
+        f"{time.perf_counter() - t:.1f} s"
+    )
+    out = work / "direct.mp4"
+    cmd, action = direct_command(clip, out, preset, crf)
+    result.note(f"plan: {action}")
+    result.note("direct: " + shlex.join(cmd))
+    env = mm_env(
+        home, {"MEDIAMIRROR_TRANSCODE_PRESET": preset, "MEDIAMIRROR_TRANSCODE_CRF": str(crf)}
+    )
+    run_timed([MEDIAMIRROR, "source", "add", "clips", f"file://{media}"], env=env)
+    synced = run_timed([MEDIAMIRROR, "sync", "clips", "--quiet"], env=env)
+    result.note("sync: " + " / ".join(synced.stdout.split("\n")[:2]))
+    result.commands += [
+        f"ffmpeg -f lavfi -i testsrc2=size=1920x1080:rate=30:duration={seconds} -f lavfi "
+        f"-i sine=frequency=440:sample_rate=48000:duration={seconds} -c:v mpeg4 -q:v 3 "
+        "-c:a aac -b:a 128k clip.mov",
+        f"MEDIAMIRROR_TRANSCODE_PRESET={preset} MEDIAMIRROR_TRANSCODE_CRF={crf} "
+        "mediamirror source add clips file://<dir of clip.mov>",
+        "mediamirror sync clips --quiet   # queues the video job",
+        "mediamirror worker --burst --concurrency 1   # timed",
+        "mediamirror jobs show <id> --json   # started_at / finished_at",
+        "direct: " + shlex.join(cmd).replace(str(clip), "clip.mov").replace(str(out), "out.mp4"),
+    ]
+
+    directs: list[ChildRun] = []
+    mms: list[ChildRun] = []
+    spans: list[float] = []
+
+    def direct_once() -> None:
+        state = wait_quiet(quiet_wait)
+        run = run_direct(cmd, out)
+        directs.append(run)
+        say(
+            f"  direct #{len(directs)}: {run.seconds:.2f} s wall, "
+            f"{run.user_seconds + run.system_seconds:.1f} s CPU ({state})"
+        )
+
+    def mediamirror_once() -> None:
+        if mms:  # the job of the first sync has run: queue the same work again
+            run_timed([MEDIAMIRROR, "reprocess", "/", "--processor", "video"], env=env)
+        listed = json.loads(
+            run_timed([MEDIAMIRROR, "jobs", "list", "--state", "queued", "--json"], env=env).stdout
+        )
+        if len(listed) != 1:
+            raise RuntimeError(f"expected one queued video job, found {len(listed)}")
+        job_id = int(listed[0]["id"])
+        state = wait_quiet(quiet_wait)
+        run = run_child_rusage([MEDIAMIRROR, "worker", "--burst", "--concurrency", "1"], env=env)
+        span, info = job_times(env, job_id)
+        if info["state"] != "success":
+            raise RuntimeError(f"video job {job_id} ended {info['state']}: {info.get('error')}")
+        mms.append(run)
+        spans.append(span)
+        say(
+            f"  mediamirror #{len(mms)}: worker {run.seconds:.2f} s wall, job {span:.2f} s, "
+            f"{run.user_seconds + run.system_seconds:.1f} s CPU ({state})"
+        )
+        if len(mms) == 1:
+            log = run_timed([MEDIAMIRROR, "jobs", "log", str(job_id)], env=env).stdout
+            result.note("job's ffmpeg command: " + _check_job_command(log, cmd, clip, preset, crf))
+
+    direct_once()
+    for _ in range(rounds):
+        mediamirror_once()
+        direct_once()
+
+    direct_mean = statistics.mean(r.seconds for r in directs)
+    worker_mean = statistics.mean(r.seconds for r in mms)
+    span_mean = statistics.mean(spans)
+    direct_cpu = statistics.mean(r.user_seconds + r.system_seconds for r in directs)
+    mm_cpu = statistics.mean(r.user_seconds + r.system_seconds for r in mms)
+    ratio_worker = worker_mean / direct_mean
+    ratio_job = span_mean / direct_mean
+    result.note(
+        "direct runs: " + ", ".join(f"{r.seconds:.2f}" for r in directs) + " s; "
+        "worker runs: " + ", ".join(f"{r.seconds:.2f}" for r in mms) + " s; "
+        "job spans: " + ", ".join(f"{s:.2f}" for s in spans) + " s"
+    )
+    result.row("direct ffmpeg, mean wall", direct_mean, "s")
+    result.row("mediamirror worker --burst, wall", worker_mean, "s")
+    result.row("mediamirror job started->finished", span_mean, "s")
+    result.row(
+        "ratio worker wall / direct",
+        ratio_worker,
+        "x",
+        f"<= {TARGET_RATIO}",
+        ratio_worker <= TARGET_RATIO,
+    )
+    result.row(
+        "ratio job span / direct", ratio_job, "x", f"<= {TARGET_RATIO}", ratio_job <= TARGET_RATIO
+    )
+    result.row("ratio CPU (user+sys) mediamirror / direct", mm_cpu / direct_cpu, "x")
+    result.raw.update(
+        {
+            "direct_s": [r.seconds for r in directs],
+            "direct_cpu_s": [r.user_seconds + r.system_seconds for r in directs],
+            "worker_s": [r.seconds for r in mms],
+            "worker_cpu_s": [r.user_seconds + r.system_seconds for r in mms],
+            "job_span_s": spans,
+            "preset": preset,
+            "crf": crf,
+        }
+    )
+    shutil.rmtree(media, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=60, help="clip length")
+    parser.add_argument("--preset", default="medium", help="x264 preset for both sides")
+    parser.add_argument("--crf", type=int, default=22)
+    parser.add_argument("--rounds", type=int, default=1, help="mediamirror/direct pairs")
+    parser.add_argument("--quiet-wait", type=float, default=240.0)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mm-transcode-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run(
+        work,
+        seconds=args.seconds,
+        preset=args.preset,
+        crf=args.crf,
+        rounds=args.rounds,
+        quiet_wait=args.quiet_wait,
+    )
+    for row in result.rows:
+        say(f"{row.figure}: {row.shown()} {row.target} {row.verdict()}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

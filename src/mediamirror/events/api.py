@@ -1,0 +1,282 @@
+"""Push endpoints for bucket notifications, the events log, and the background consumers.
+
+``POST /api/v1/bucket_notifications/s3`` takes S3 event JSON, MinIO webhook bodies and
+SNS envelopes (told apart by their shape; ``/minio`` and ``/sns`` are the same endpoint
+under names that read well in a bucket's configuration). ``POST
+/api/v1/bucket_notifications/gcs`` takes Google Cloud Storage notifications from a
+Pub/Sub push subscription. Each needs the push token of a source (``?token=``,
+``X-Mediamirror-Token`` or ``Authorization: Bearer``). Events are applied before the
+answer: 200 means the catalog is current (and jobs are queued); 503 means the store could
+not be read and the sender should deliver again; 400, 401 and 413 mean the delivery was
+refused. Every delivery, refused or not, is recorded in ``events``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mediamirror.errors import MediamirrorError
+from mediamirror.events import gcs, record, s3, sns
+from mediamirror.events.apply import EventApplier, Result, applier_for
+from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
+from mediamirror.events.routing import PUSH_PREFIX, Route
+from mediamirror.services import Services
+from mediamirror.web.deps import Svc, Viewer
+
+router = APIRouter(tags=["events"])
+log = logging.getLogger(__name__)
+TOKEN_HEADER = "x-mediamirror-token"
+S3_PATHS = ("s3", "minio", "sns")
+
+
+# -- reading a delivery ------------------------------------------------------------------------
+
+
+def _presented_tokens(request: Request) -> list[str]:
+    found = [request.headers.get(TOKEN_HEADER, ""), request.query_params.get("token", "")]
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip().startswith(PUSH_PREFIX):
+        # Pub/Sub push may send its own OIDC bearer token: only ours is looked at.
+        found.append(auth[7:].strip())
+    return [t.strip() for t in found if t.strip()]
+
+
+def _sender(applier: EventApplier, request: Request) -> Route:
+    presented = _presented_tokens(request)
+    if not presented:
+        raise EventRejected(
+            "a push token is required (?token=, X-Mediamirror-Token or Authorization: Bearer)",
+            401,
+        )
+    for token in presented:
+        route = applier.sources.by_token(token)
+        if route is not None:
+            return route
+    raise EventRejected("invalid push token", 401)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise EventRejected(f"the body is larger than {limit} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise EventRejected(f"the body is larger than {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise EventRejected("the body is empty")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise EventRejected("the body is not valid JSON") from None
+
+
+def _answer(results: list[Result]) -> JSONResponse:
+    counts = Counter(r.outcome.value for r in results)
+    failed = counts.get(Outcome.ERROR.value, 0) > 0
+    body = {
+        "received": len(results),
+        "outcomes": dict(counts),
+        "results": [r.as_dict() for r in results],
+    }
+    return JSONResponse(body, status_code=503 if failed else 200)
+
+
+def _refuse(exc: EventRejected) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "status": exc.status}, status_code=exc.status)
+
+
+Handler = Callable[[EventApplier, Route, Any], list[Result]]
+
+
+async def _push(request: Request, svc: Services, channel: str, handle: Handler) -> JSONResponse:
+    """Read a delivery (bounded), then authenticate, parse and apply it in one worker
+    thread; a refusal is recorded there too."""
+    applier = applier_for(svc)
+    try:
+        raw = await _read_body(request, svc.settings.events_max_body_bytes)
+    except EventRejected as exc:
+        await run_in_threadpool(_record_refusal, applier, request, channel, exc)
+        return _refuse(exc)
+    return await run_in_threadpool(_process, applier, request, channel, raw, handle)
+
+
+def _process(
+    applier: EventApplier, request: Request, channel: str, raw: bytes, handle: Handler
+) -> JSONResponse:
+    sender: Route | None = None
+    try:
+        sender = _sender(applier, request)
+        results = handle(applier, sender, _json(raw))
+    except EventRejected as exc:
+        record.record_rejection(
+            applier.catalog, channel, str(exc), source_id=sender.id if sender else None
+        )
+        return _refuse(exc)
+    return _answer(results)
+
+
+def _record_refusal(
+    applier: EventApplier, request: Request, channel: str, exc: EventRejected
+) -> None:
+    """An oversized body: still say which source it claimed to come from, if it did."""
+    try:
+        sender: Route | None = _sender(applier, request)
+    except EventRejected:
+        sender = None
+    record.record_rejection(
+        applier.catalog, channel, str(exc), source_id=sender.id if sender else None
+    )
+
+
+# -- S3, MinIO and SNS -------------------------------------------------------------------------
+
+
+def _routes_of(applier: EventApplier, sender: Route) -> Callable[[bool], list[Route]]:
+    return lambda fresh: applier.sources.siblings(sender, fresh=fresh)
+
+
+def _handle_s3(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
+    if sns.is_envelope(doc):
+        applier.verifier.verify(doc)
+        kind = doc["Type"]
+        if kind == "SubscriptionConfirmation":
+            topic = applier.verifier.confirm(doc)
+            ev = sns.control_event(doc)
+            results = [Result(ev, Outcome.CONFIRMED, sender.source, f"subscribed to {topic}")]
+            record.record(applier.catalog, results)
+            return results
+        if kind == "UnsubscribeConfirmation":
+            ev = sns.control_event(doc)
+            results = [Result(ev, Outcome.IGNORED, sender.source, "unsubscribed")]
+            record.record(applier.catalog, results)
+            return results
+        events = sns.unwrap(doc, "sns")
+    else:
+        channel = "minio" if isinstance(doc, dict) and "EventName" in doc else "s3"
+        events = s3.parse(doc, channel)
+    return applier.deliver(events, _routes_of(applier, sender), sender)
+
+
+def _s3_endpoint(name: str) -> Callable[..., Any]:
+    async def receive(request: Request, svc: Svc) -> JSONResponse:
+        return await _push(request, svc, name, _handle_s3)
+
+    receive.__name__ = f"bucket_notifications_{name}"
+    receive.__doc__ = (
+        "S3 event notifications: AWS S3 or any S3-compatible store, MinIO webhook bodies, "
+        "SNS HTTP(S) subscriptions (signature checked, subscription confirmed). Needs the "
+        "source's push token."
+    )
+    return receive
+
+
+for _name in S3_PATHS:
+    router.add_api_route(
+        f"/bucket_notifications/{_name}", _s3_endpoint(_name), methods=["POST"], name=_name
+    )
+
+
+@router.head("/bucket_notifications/{name}", include_in_schema=False)
+def liveness(name: str) -> Response:
+    """MinIO checks that a webhook target is up with a HEAD request."""
+    return Response(status_code=200 if name in (*S3_PATHS, "gcs") else 404)
+
+
+# -- Google Cloud Storage ----------------------------------------------------------------------
+
+
+def _handle_gcs(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
+    events: list[ObjectEvent] = gcs.parse(doc)
+    return applier.deliver(events, _routes_of(applier, sender), sender)
+
+
+@router.post("/bucket_notifications/gcs")
+async def bucket_notifications_gcs(request: Request, svc: Svc) -> JSONResponse:
+    """Google Cloud Storage notifications (Pub/Sub push): OBJECT_FINALIZE, OBJECT_DELETE,
+    OBJECT_METADATA_UPDATE, OBJECT_ARCHIVE. Needs the source's push token."""
+    return await _push(request, svc, "gcs", _handle_gcs)
+
+
+# -- the events log ----------------------------------------------------------------------------
+
+
+@router.get("/events")
+def list_events(
+    svc: Svc,
+    _: Viewer,
+    source: str | None = None,
+    outcome: Outcome | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    """Received events, newest first."""
+    total, rows = record.listing(
+        svc.catalog,
+        source=source,
+        outcome=outcome.value if outcome is not None else None,
+        limit=limit,
+        offset=offset,
+    )
+    return {"total": total, "offset": offset, "limit": limit, "events": rows}
+
+
+# -- background consumers ----------------------------------------------------------------------
+
+
+class Consumers:
+    """SQS consumers (one thread per configured queue) and the applier's periodic work."""
+
+    def __init__(self, services: Services) -> None:
+        from mediamirror.events.sqs import SqsConsumer, queues
+
+        self.services = services
+        self.stop = threading.Event()
+        self.applier = applier_for(services)
+        try:
+            self.consumers = [SqsConsumer(self.applier, q) for q in queues(services.settings)]
+        except MediamirrorError as exc:
+            # The API keeps serving; the log says in one line why no queue is consumed.
+            log.error("SQS consumers not started: %s", exc)
+            self.consumers = []
+        self.thread = threading.Thread(target=self._run, name="mediamirror-events", daemon=True)
+
+    def _run(self) -> None:
+        pollers = [
+            threading.Thread(
+                target=c.run, args=(self.stop,), name=f"mediamirror-sqs-{i}", daemon=True
+            )
+            for i, c in enumerate(self.consumers)
+        ]
+        for poller in pollers:
+            poller.start()
+        while not self.stop.wait(0.5):
+            try:
+                self.applier.tick()
+            except Exception:  # a catalog hiccup must not end the loop
+                log.exception("events background work failed; retrying")
+        # Pollers stop at the end of their current long poll; messages they received but
+        # did not apply become visible again in the queue.
+
+
+def start_consumers(services: Services) -> Consumers:
+    """Called by the app at startup: start the SQS consumers of config.yaml's ``sqs``."""
+    consumers = Consumers(services)
+    consumers.thread.start()
+    return consumers

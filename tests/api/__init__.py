@@ -1,0 +1,1 @@
+"""REST API tests against ``mediamirror serve`` on localhost (a real uvicorn server)."""

@@ -1,0 +1,193 @@
+"""IIIF Image API 3.0 over the pyramid of the sample slide (1024 x 1024): ``info.json`` and
+tiles, checked pixel by pixel against the source image, and every refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import pyvips
+
+from mediamirror.processing.pyramid import make_pyramid
+
+from .support import Deployment, assert_error, serve_copy
+
+pytestmark = pytest.mark.timeout(120)
+SLIDE = "/sample/large/Large image slide.tif"
+
+
+def decode(data: bytes) -> pyvips.Image:
+    return pyvips.Image.new_from_buffer(data, "")
+
+
+def mean_difference(a: pyvips.Image, b: pyvips.Image) -> float:
+    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    return float((a.cast("int") - b.cast("int")).abs().avg())
+
+
+def source(dep: Deployment) -> pyvips.Image:
+    return pyvips.Image.new_from_file(str(dep.media / "large" / "slide.tif"), access="random")
+
+
+def get_image(dep: Deployment, path: str, media_type: str) -> pyvips.Image:
+    response = dep.viewer.get(path)
+    assert response.status_code == 200, (path, response.text)
+    assert response.headers["content-type"] == media_type
+    assert response.headers["cache-control"].startswith("private")
+    return decode(response.content)
+
+
+@pytest.fixture(scope="module")
+def base(api: Deployment) -> str:
+    return f"/iiif/3/{api.folder_id(SLIDE)}"
+
+
+def test_info_json_describes_the_pyramid(api: Deployment, base: str) -> None:
+    rel = api.viewer.get(f"/api/v1/datasets/{api.folder_id(SLIDE)}").json()["meta"]["outputs"]
+    pyramid = pyvips.Image.new_from_file(str(api.home / "outputs" / rel["pyramid"]))
+
+    response = api.viewer.get(f"{base}/info.json")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/ld+json")
+    info = response.json()
+    assert info["@context"] == "http://iiif.io/api/image/3/context.json"
+    assert info["id"] == f"{api.url}{base}"
+    assert info["type"] == "ImageService3"
+    assert info["protocol"] == "http://iiif.io/api/image"
+    assert info["profile"] in {"level0", "level1", "level2"}
+    assert (info["width"], info["height"]) == (pyramid.width, pyramid.height) == (1024, 1024)
+    assert info["tiles"] == [{"width": 256, "height": 256, "scaleFactors": [1, 2, 4]}]
+    assert info["sizes"][-1] == {"width": 1024, "height": 1024}
+    assert {"width": 256, "height": 256} in info["sizes"]
+
+
+def test_a_full_resolution_tile_matches_the_source(api: Deployment, base: str) -> None:
+    expected = source(api).crop(0, 0, 256, 256)
+
+    jpeg = get_image(api, f"{base}/0,0,256,256/256,/0/default.jpg", "image/jpeg")
+    png = get_image(api, f"{base}/256,512,256,256/256,/0/default.png", "image/png")
+
+    assert (jpeg.width, jpeg.height, jpeg.bands) == (256, 256, 3)
+    # JPEG drops the zone plate's fine detail: compare 8 x 8 block means, which a tile
+    # off by 16 px already fails.
+    assert mean_difference(jpeg.shrink(8, 8), expected.shrink(8, 8)) < 1.5
+    assert mean_difference(jpeg.shrink(8, 8), source(api).crop(16, 16, 256, 256).shrink(8, 8)) > 2
+    # PNG is lossless and the pyramid is deflate-compressed: the very pixels.
+    assert mean_difference(png, source(api).crop(256, 512, 256, 256)) < 0.5
+
+
+def test_a_scaled_tile_comes_from_a_lower_level(api: Deployment, base: str) -> None:
+    expected = source(api).crop(512, 0, 512, 512).resize(0.5)
+
+    tile = get_image(api, f"{base}/512,0,512,512/256,/0/default.png", "image/png")
+
+    assert (tile.width, tile.height) == (256, 256)
+    assert mean_difference(tile, expected) < 8
+
+
+@pytest.mark.parametrize(
+    ("region", "size", "rotation", "quality", "fmt", "shape"),
+    [
+        ("full", "128,", "0", "default", "png", (128, 128, 3)),
+        ("full", ",64", "0", "color", "jpg", (64, 64, 3)),
+        ("square", "100,", "0", "default", "jpg", (100, 100, 3)),
+        ("0,0,256,256", "pct:50", "0", "default", "png", (128, 128, 3)),
+        ("full", "!100,100", "0", "default", "jpg", (100, 100, 3)),
+        ("0,0,512,256", "!100,100", "0", "default", "jpg", (100, 50, 3)),
+        ("0,0,300,200", "max", "0", "default", "png", (300, 200, 3)),
+        ("0,0,300,200", "^max", "90", "default", "png", (200, 300, 3)),
+        ("0,0,200,100", "50,60", "180", "gray", "png", (50, 60, 1)),
+        ("900,900,500,500", "max", "0", "default", "webp", (124, 124, 3)),
+    ],
+)
+def test_regions_sizes_rotations_and_formats(
+    api: Deployment,
+    base: str,
+    region: str,
+    size: str,
+    rotation: str,
+    quality: str,
+    fmt: str,
+    shape: tuple[int, int, int],
+) -> None:
+    media_type = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[fmt]
+
+    image = get_image(api, f"{base}/{region}/{size}/{rotation}/{quality}.{fmt}", media_type)
+
+    assert (image.width, image.height, image.bands) == shape
+
+
+def test_full_at_128_matches_the_downscaled_source(api: Deployment, base: str) -> None:
+    image = get_image(api, f"{base}/full/128,/0/default.png", "image/png")
+
+    assert mean_difference(image, source(api).resize(128 / 1024)) < 10
+
+
+@pytest.mark.parametrize(
+    ("part", "fragment"),
+    [
+        ("abc/max/0/default.jpg", "region"),
+        ("0,0,0,0/max/0/default.jpg", "region"),
+        ("-1,0,10,10/max/0/default.jpg", "region"),
+        ("2000,0,10,10/max/0/default.jpg", "region"),
+        ("pct:10,10,10,10/max/0/default.jpg", "region"),
+        ("0,0,10/max/0/default.jpg", "region"),
+        ("full/0,/0/default.jpg", "size"),
+        ("full/-5,/0/default.jpg", "size"),
+        ("full/10,-5/0/default.jpg", "size"),
+        ("full/abc/0/default.jpg", "size"),
+        ("full/pct:0/0/default.jpg", "size"),
+        ("full/pct:-50/0/default.jpg", "size"),
+        ("full/pct:inf/0/default.jpg", "size"),
+        ("full/pct:nan/0/default.jpg", "size"),
+        ("full/!0,10/0/default.jpg", "size"),
+        ("full/5000,/0/default.jpg", "4096"),
+        ("full/pct:1000/0/default.jpg", "4096"),
+        ("full/max/45/default.jpg", "rotation"),
+        ("full/max/!0/default.jpg", "rotation"),
+        ("full/max/x/default.jpg", "rotation"),
+        ("full/max/0/bitonal.jpg", "quality"),
+        ("full/max/0/default.gif", "format"),
+        ("full/max/0/default.tif", "format"),
+    ],
+)
+def test_a_bad_request_is_a_400_json_error(
+    api: Deployment, base: str, part: str, fragment: str
+) -> None:
+    assert_error(api.viewer.get(f"{base}/{part}"), 400, fragment)
+
+
+def test_a_dataset_without_pyramid_is_a_404(api: Deployment) -> None:
+    video = api.folder_id("/sample/videos/Video clip-mpeg4.avi")
+    for fid in (video, api.folder_id("/sample"), 987654):
+        assert_error(api.viewer.get(f"/iiif/3/{fid}/info.json"), 404, "pyramid")
+        assert_error(api.viewer.get(f"/iiif/3/{fid}/full/max/0/default.jpg"), 404, "pyramid")
+    assert_error(api.viewer.get("/iiif/3/abc/info.json"), 400)
+
+
+def test_a_pyramid_made_again_is_served_anew(api: Deployment, tmp_path: Path) -> None:
+    """Re-processing writes a new pyramid at the same path (here with the size capped at
+    512 px): info.json and tiles follow it, and a pyramid gone from the store is a 404."""
+    fid = api.folder_id(SLIDE)
+    meta = api.viewer.get(f"/api/v1/datasets/{fid}").json()["meta"]
+    auth = {"Authorization": f"Bearer {api.viewer_token}"}
+    with serve_copy(api, tmp_path) as (url, home), httpx.Client(base_url=url, headers=auth) as web:
+        pyramid = home / "outputs" / meta["outputs"]["pyramid"]
+        assert web.get(f"/iiif/3/{fid}/info.json").json()["width"] == 1024
+        assert web.get(f"/iiif/3/{fid}/0,0,256,256/256,/0/default.png").status_code == 200
+
+        make_pyramid(api.media / "large" / "slide.tif", pyramid, max_dimension=512)
+
+        info = web.get(f"/iiif/3/{fid}/info.json").json()
+        assert (info["width"], info["height"]) == (512, 512)
+        assert info["tiles"][0]["scaleFactors"] == [1, 2]
+        tile = decode(web.get(f"/iiif/3/{fid}/0,0,256,256/256,/0/default.png").content)
+        expected = pyvips.Image.new_from_file(str(pyramid)).crop(0, 0, 256, 256)
+        assert mean_difference(tile, expected) < 0.5
+
+        pyramid.unlink()
+
+        assert_error(web.get(f"/iiif/3/{fid}/info.json"), 404, "missing")
+        assert_error(web.get(f"/iiif/3/{fid}/full/64,/0/default.jpg"), 404, "missing")
