@@ -793,7 +793,11 @@ def section(results: Results, command: str, elapsed: float, load: LoadWatch) -> 
         "listings around it; ratios are the mean over rounds. *Wall* is spawn to exit of the "
         "CLI; *sync* is the time the engine reports in its summary line; *start-up* is spawn "
         "to the start of the sync (interpreter, imports, catalog, store client); *after* is "
-        "the summary line to exit (queueing post-processing, `auto_postprocess`). A re-sync "
+        "the summary line to exit (queueing post-processing, `auto_postprocess`). *CPU time* "
+        "ratios divide the CPU seconds of the CLI plus the S3 server during the sync by "
+        "those of the listing thread plus the server during the listings: they do not "
+        "move with other load on the machine, but give no credit for overlapping work. "
+        "A re-sync "
         "of the unchanged bucket must not write: every row of `items` and `folders` (with "
         "`updated_at`) is hashed before and after. Last, a sync of a local directory of "
         "empty files, for keys/s and peak memory (`wait4` `ru_maxrss` of the CLI process).",

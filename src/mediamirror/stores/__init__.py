@@ -213,6 +213,7 @@ class ReadOnlyStore:
         self.scheme: str = inner.scheme
         self.bucket: str = inner.bucket
         self.prefix: str = inner.prefix
+        self.network: bool = getattr(inner, "network", True)
 
     def object_url(self, key: str) -> str:
         return str(self._inner.object_url(key))

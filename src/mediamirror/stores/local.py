@@ -33,6 +33,7 @@ class LocalStore:
 
     scheme = "file"
     bucket = ""
+    network = False  # listing is CPU work: no point prefetching it in a thread
 
     def __init__(self, root: Path, *, page_size: int = 1000) -> None:
         self.root = root.expanduser().resolve()

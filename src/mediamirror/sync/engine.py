@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mediamirror.catalog import leases
+from mediamirror.catalog.bulk import insert_items
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS, SYNC_RUNS, Source, utcnow
 from mediamirror.errors import SyncError
@@ -227,9 +228,18 @@ class SyncEngine:
             self.summary = before
             raise
 
+    def _pages(self) -> Iterable[list[ObjectInfo]]:
+        """The listing, fetched ahead in a thread when the store waits on the network.
+
+        A local walk is CPU work: in a second thread it would only fight the writer for
+        the GIL (each SQLite step releases it), so it runs inline.
+        """
+        pages = self.store.list_pages()
+        return prefetch(pages) if getattr(self.store, "network", True) else pages
+
     def _merge_listing(self) -> str | None:
         last: str | None = None
-        for chunk in rechunk(prefetch(self.store.list_pages())):
+        for chunk in rechunk(self._pages()):
             for a, b in itertools.pairwise(chunk):
                 if a.key >= b.key:
                     raise SyncError(f"the store listed {b.key!r} after {a.key!r}: not sorted")
@@ -263,7 +273,7 @@ class SyncEngine:
         return bool(rel) and rel.endswith("/") and self._filtered_in(rel)
 
     def _apply(self, conn: Connection, chunk: list[ObjectInfo], low: str | None) -> None:
-        markers = [o for o in chunk if self._wanted_marker(o)]
+        markers = [o for o in chunk if o.key.endswith("/") and self._wanted_marker(o)]
         objs = [o for o in chunk if self._wanted(o)]
         self.summary.skipped += len(chunk) - len(objs) - len(markers)
         high = chunk[-1].key
@@ -321,17 +331,21 @@ class SyncEngine:
         videos = self.layout.videos_by_stem((o.key, o.size) for o in objs) if needs_videos else {}
         place = self.layout.place
         full = self.folders.full
-        placed_fresh = [(o, full(place(o.key, o.size, videos).folder)) for o in fresh]
         placements: dict[str, Placement] = {}
+        placed_fresh: list[tuple[ObjectInfo, str]] = []
         for o in fresh:
             p = place(o.key, o.size, videos)
-            if p.dataset is not None:
-                placements.setdefault(full(p.folder), p)
-        for o, _ in changed:
+            path = full(p.folder)
+            placed_fresh.append((o, path))
+            if p.dataset is not None and path not in placements:
+                placements[path] = p
+        placed_changed: list[tuple[ObjectInfo, Any, str]] = []
+        for o, row in changed:
             p = place(o.key, o.size, videos)
-            if p.dataset is not None:
-                placements.setdefault(full(p.folder), p)
-        placed_changed = [(o, row, full(place(o.key, o.size, videos).folder)) for o, row in changed]
+            path = full(p.folder)
+            placed_changed.append((o, row, path))
+            if p.dataset is not None and path not in placements:
+                placements[path] = p
         placed_sidecars = [
             (o, row, full(place(o.key, o.size, videos).folder)) for o, row in sidecars
         ]
@@ -346,21 +360,21 @@ class SyncEngine:
         now = utcnow()
         sid = self.source.id
         if placed_fresh:
-            conn.execute(
-                insert(ITEMS),
+            insert_items(
+                conn,
                 [
-                    {
-                        "source_id": sid,
-                        "folder_id": ids[path],
-                        "key": o.key,
-                        "name": o.key[o.key.rfind("/") + 1 :],
-                        "size": o.size,
-                        "etag": o.etag,
-                        "last_modified": o.last_modified,
-                        "state": "present",
-                        "needs_processing": True,
-                        "updated_at": now,
-                    }
+                    (
+                        sid,
+                        ids[path],
+                        o.key,
+                        o.key[o.key.rfind("/") + 1 :],
+                        o.size,
+                        o.etag,
+                        o.last_modified,
+                        "present",
+                        True,
+                        now,
+                    )
                     for o, path in placed_fresh
                 ],
             )
