@@ -770,19 +770,24 @@ What is measured (`benchmarks/events_bench.py`):
 
 #: Written after looking at the figures; kept with the code so --write-docs keeps it.
 ANALYSIS = """\
-**Where the time goes, and why 200 events/s is missed here.** The folder page and the
-tiles meet their targets. The push path meets its latency targets at a rate this machine
-sustains (the 20 events/s run), but not at 200 events/s: the latencies of that run are
-queueing, and the CPU rows say why. Each event costs the server about 10 ms of CPU in
-one Python process (one-key listing through botocore ~2-3 ms; SQLAlchemy ~4 ms for four
-short transactions: sequencer check, apply with the sync engine, job insert, event
-record + mark clear; the rest HTTP, FastAPI and JSON), so one server process tops out
-near 100 events/s on a whole CPU. moto, standing in for the store on the same 2 CPUs,
-spends 5-14 ms per one-key listing because it answers a prefix listing by scanning every
-key of the bucket (its cost grows with the bucket: 1,200 keys in the 20/s run, 12,000 in
-the 200/s run), and the poster 2-7 ms. 200 events/s would need roughly 5 CPUs on this
-set-up; the machine has 2, shared with other work. Nothing is lost while saturated: every
-POST is answered after its job row is committed, so a slow answer is late, never wrong.
+**Where the time goes.** The folder page and the tiles meet their targets. The push path
+does not keep up with 200 events/s on this machine, so the latencies of that run are
+queueing (the answers stay correct: every POST is answered after its job row is
+committed, and no event is lost). The CPU rows say why. Each event costs the server
+about 10 ms of CPU in one Python process: the one-key listing through botocore ~2-3 ms,
+SQLAlchemy ~4 ms for four short transactions (sequencer check; apply with the sync
+engine; job insert; event record + mark clear), the rest HTTP, FastAPI and JSON. One
+server process therefore tops out near 100 events/s on a whole CPU. moto, standing in
+for the store on the same 2 CPUs, spends 5-14 ms per one-key listing because it answers
+a prefix listing by scanning every key of the bucket (1,200 keys in the 20/s run,
+12,000 in the 200/s run), and the poster 2-8 ms. 200 events/s would need about 5 CPUs
+in this set-up; the machine has 2, shared with other work (see the load average).
+
+At 20 events/s the service keeps up: p50 15 ms. Its p99 follows the machine's load, not
+a lock (server CPU per event is the same ~10 ms at both rates): 962 ms in the run above
+(1-minute load mean 12, max 19.6 on 2 CPUs), 138 ms (p50 14.5 ms, max 228 ms) in an
+earlier run of the same code on 2026-11-21 at 14:02 UTC (1-minute load 10.9 at its
+start, 3.9 at its end).
 
 Suggestions, largest first: (1) group commit: apply all events waiting for one source in
 one transaction (`SyncEngine.apply_objects` already takes many keys; one item, folder,

@@ -85,7 +85,9 @@ def test_the_one_time_sign_in_link(open_page: Any, app: Deployment) -> None:
     # Used once: a second visit is refused with a readable message.
     other = open_page()
     other.goto(link)
-    expect(other.locator("body")).to_contain_text("That sign-in link has expired or was already used")
+    expect(other.locator("body")).to_contain_text(
+        "That sign-in link has expired or was already used"
+    )
 
 
 # -- browsing ----------------------------------------------------------------------------------

@@ -145,8 +145,12 @@ class SqsConsumer:
         self.cfg = cfg
         self.client = _client(cfg, applier.services.env)
 
-    def poll_once(self, wait_seconds: int | None = None) -> int:
-        """One receive: apply, then delete what was handled. Returns messages received."""
+    def poll_once(
+        self, wait_seconds: int | None = None, stop: threading.Event | None = None
+    ) -> int:
+        """One receive: apply, then delete what was handled. Returns messages received.
+        Messages received once ``stop`` is set are left alone: they come back after their
+        visibility timeout, to this or another consumer."""
         cfg = self.cfg
         kwargs: dict[str, Any] = {
             "QueueUrl": cfg.queue_url,
@@ -159,6 +163,8 @@ class SqsConsumer:
             messages = self.client.receive_message(**kwargs).get("Messages", [])
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"cannot receive from {cfg.queue_url}: {exc}") from exc
+        if stop is not None and stop.is_set():
+            return len(messages)
         done = [m["ReceiptHandle"] for m in messages if self.handle(m.get("Body", ""))]
         self._delete(done)
         return len(messages)
@@ -197,9 +203,11 @@ class SqsConsumer:
         failures = 0
         while not stop.is_set():
             try:
-                self.poll_once()
+                self.poll_once(stop=stop)
                 failures = 0
             except Exception as exc:  # the consumer must outlive any one failure
+                if stop.is_set():
+                    return  # the service is stopping: its peers may be gone already
                 delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                 failures += 1
                 log.warning(
