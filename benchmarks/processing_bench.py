@@ -170,16 +170,20 @@ def jobs_findings(result: BenchResult) -> list[str]:
         lines.append("")
     if "what_if" in raw:
         lines += [
-            "What-if runs (bench-side monkeypatches or environment only, product code "
-            "unchanged; same 10,000 jobs queued again):",
+            "What-if runs: the worker again with one change each, made by monkeypatches "
+            "in a bench-side driver (`jobs_bench.WHAT_IF_DRIVER`) or by the environment; "
+            f"product code unchanged; the same {raw['jobs']:,} jobs queued again each time. "
+            "Rates on a shared machine move by +-20 % between runs: read the CPU per job "
+            "and differences well beyond that.",
             "",
-            "| change | jobs/s | CPU ms/job |",
-            "|---|---:|---:|",
-            f"| none (the measurement above) | {raw['jobs'] / raw['worker_s']:,.0f} | "
-            f"{raw['worker_cpu_s'] / raw['jobs'] * 1000:.2f} |",
+            "| change | jobs/s | vs plain rerun | CPU ms/job | machine |",
+            "|---|---:|---:|---:|---|",
+            f"| none (the measurement above) | {raw['jobs'] / raw['worker_s']:,.0f} | | "
+            f"{raw['worker_cpu_s'] / raw['jobs'] * 1000:.2f} | |",
         ]
         lines += [
-            f"| {w['change']} | {w['jobs_per_s']:,} | {w['cpu_ms_per_job']:.2f} |"
+            f"| {w['change']} | {w['jobs_per_s']:,} | {w.get('vs_plain', '')} | "
+            f"{w['cpu_ms_per_job']:.2f} | {w.get('machine', '')} |"
             for w in raw["what_if"]
         ]
         lines.append("")
@@ -216,6 +220,17 @@ def section(
         out.append("")
         if res.name == "jobs":
             out += jobs_findings(res)
+        if res.name == "transcode" and "breakdown" in res.raw:
+            out += [
+                "Where the mediamirror side's time goes (one more worker run, in-process, "
+                "timers around the video processor's steps; "
+                f"{res.raw['breakdown_total_s']:.1f} s wall):",
+                "",
+                "| step | seconds |",
+                "|---|---:|",
+                *[f"| {k} | {v:.2f} |" for k, v in res.raw["breakdown"].items()],
+                "",
+            ]
         if res.commands:
             out += ["Commands:", "", "```", *res.commands, "```", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -241,6 +256,12 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset")
     parser.add_argument("--preset", default="medium", help="x264 preset (transcode)")
     parser.add_argument("--seconds", type=int, default=60, help="clip length (transcode)")
+    parser.add_argument(
+        "--transcode-rounds", type=int, default=2, help="mediamirror/direct pairs (transcode)"
+    )
+    parser.add_argument(
+        "--pyramid-rounds", type=int, default=4, help="mediamirror/direct pairs (pyramid)"
+    )
     parser.add_argument("--probe-mb", type=int, default=500, help="video size (probe)")
     parser.add_argument("--size", type=int, default=20_000, help="image side (pyramid)")
     parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs (jobs)")
@@ -248,7 +269,7 @@ def main() -> None:
         "--profile",
         choices=["auto", "always", "never"],
         default="auto",
-        help="profile the jobs worker (auto: when its target is missed)",
+        help="profile the jobs worker / time the transcode job's steps (auto: when missed)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -279,10 +300,17 @@ def main() -> None:
     say("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     benches: dict[str, Callable[[], BenchResult]] = {
         "transcode": lambda: transcode_bench.run(
-            work, seconds=args.seconds, preset=args.preset, quiet_wait=args.quiet_wait
+            work,
+            seconds=args.seconds,
+            preset=args.preset,
+            rounds=args.transcode_rounds,
+            quiet_wait=args.quiet_wait,
+            profile=args.profile,
         ),
         "probe": lambda: probe_bench.run(work, megabytes=args.probe_mb),
-        "pyramid": lambda: pyramid_bench.run(work, size=args.size, quiet_wait=args.quiet_wait),
+        "pyramid": lambda: pyramid_bench.run(
+            work, size=args.size, rounds=args.pyramid_rounds, quiet_wait=args.quiet_wait
+        ),
         "jobs": lambda: jobs_bench.run(
             work, jobs=args.jobs, profile=args.profile, quiet_wait=args.quiet_wait
         ),

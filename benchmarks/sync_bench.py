@@ -5,9 +5,11 @@ Phases (each printed as it runs, then a table of figure / target / met?):
 1. S3: moto's S3 API server as a subprocess on localhost, a bucket of ``--keys`` objects
    (``site-NN/cam-NN/2024-MM-DD/...``: clips with JSON sidecars, frame folders, CSV, notes).
 2. Raw boto3 ``list_objects_v2`` listings (PageSize 1000, every key consumed) interleaved
-   with the real CLI: listing, first sync into a fresh SQLite catalog, listing, re-sync,
-   listing, re-sync, listing. Ratios are sync time over the mean raw listing time.
-3. The re-syncs of the unchanged bucket must write nothing: checksums of every row of
+   with the real CLI: a listing, then per ``--rounds`` round a first sync into a fresh
+   SQLite catalog, a listing, a re-sync, a listing. Each sync is divided by the mean of the
+   two listings around it (wall time; also the engine's own time and CPU time), and each
+   CLI run is split into start-up, sync and after-sync (post-processing planning).
+3. Each re-sync of the unchanged bucket must write nothing: checksums of every row of
    ``items`` and ``folders`` (``updated_at`` included) before and after, and the summary
    line must say ``0 added, 0 changed, 0 deleted``.
 4. Local: a directory of ``--files`` empty files (created once, cached under
@@ -83,7 +85,7 @@ TARGET_RSS_MB = 300
 
 SUMMARY = re.compile(
     r"(?P<added>\d+) added, (?P<changed>\d+) changed, (?P<deleted>\d+) deleted, "
-    r"(?P<unchanged>\d+) unchanged in (?P<seconds>[\d.]+) s"
+    r"(?P<unchanged>\d+) unchanged in (?P<seconds>[\d.]+) s \((?P<rate>[\d,]+) keys/s\)"
 )
 
 
@@ -101,6 +103,7 @@ class Summary:
     deleted: int
     unchanged: int
     seconds: float  # measured inside the sync process (SyncSummary.seconds)
+    rate: float  # keys/s as the sync process computed it (more digits than ``seconds``)
     line: str
 
 
@@ -129,6 +132,7 @@ class CliRun:
                     deleted=int(match["deleted"]),
                     unchanged=int(match["unchanged"]),
                     seconds=float(match["seconds"]),
+                    rate=float(match["rate"].replace(",", "")),
                     line=line.strip(),
                 )
         raise RuntimeError(f"no summary line in the output of {self.args}:\n{self.stdout}")
@@ -477,6 +481,8 @@ def bench_s3(args: argparse.Namespace, work: Path, results: Results) -> None:
         listings: list[Timed] = []
 
         def listing(label: str) -> Timed:
+            wait_quiet(args.quiet_wait)
+            stall = Stall()
             cpu0 = process_cpu(server)
             seconds, cpu, count = raw_listing(client)
             if count != len(keys):
@@ -485,16 +491,19 @@ def bench_s3(args: argparse.Namespace, work: Path, results: Results) -> None:
             listings.append(timed)
             log(
                 f"  raw listing {label}: {seconds:.2f} s ({count / seconds:,.0f} keys/s); "
-                f"CPU {cpu:.2f} s + moto {timed.server_cpu:.2f} s"
+                f"CPU {cpu:.2f} s + moto {timed.server_cpu:.2f} s{stall.done()}"
             )
             return timed
 
         def sync(label: str, env: Mapping[str, str]) -> Synced:
             profile = work / "profiles" / f"s3-{label}.txt" if args.profile else None
+            wait_quiet(args.quiet_wait)
+            stall = Stall()
             cpu0 = process_cpu(server)
             run = run_cli(["sync", "bench", "--quiet"], env, profile)
             moto = process_cpu(server) - cpu0
-            log(f"  {label}: {run.breakdown()} + moto {moto:.2f} s | {run.summary.line}")
+            pressure = stall.done()
+            log(f"  {label}: {run.breakdown()} + moto {moto:.2f} s{pressure} | {run.summary.line}")
             if profile is not None:
                 log("\n".join(profile_report(profile)))
             return Synced(run, moto, Timed(0, 0, 0))
@@ -682,13 +691,16 @@ def bench_local(args: argparse.Namespace, work: Path, results: Results) -> None:
     env = cli_env(home)
     run_cli(["source", "add", "files", f"file://{root}"], env)
     profile = work / "profiles" / "local-sync.txt" if args.profile else None
+    wait_quiet(args.quiet_wait)
+    stall = Stall()
     run = run_cli(["sync", "files", "--quiet"], env, profile)
+    pressure = stall.done()
     s = run.summary
     if s.added != args.files:
         raise RuntimeError(f"local sync added {s.added} keys, expected {args.files}")
     rate_wall = args.files / run.wall
-    rate_inner = args.files / s.seconds if s.seconds else 0.0
-    log(f"  sync: {run.breakdown()} | {s.line}")
+    rate_inner = s.rate
+    log(f"  sync: {run.breakdown()}{pressure} | {s.line}")
     for _, line in run.lines:
         if line.strip() and not SUMMARY.search(line) and not line.startswith("py-spy>"):
             log(f"    {line.strip()}")
@@ -780,7 +792,7 @@ def table(results: Results) -> list[str]:
     return rows
 
 
-def section(results: Results, command: str, elapsed: float, load: LoadWatch) -> str:
+def section(results: Results, command: str, elapsed: float, load: LoadWatch, measured: str) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     lines = [
         SECTION,
@@ -805,9 +817,9 @@ def section(results: Results, command: str, elapsed: float, load: LoadWatch) -> 
         *table(results),
         "",
         *(f"- {note}" for note in results.notes),
-        f"- Measured {today} at {revision()} on {machine()}. 1-minute load average during "
-        f"the run: {load.describe()} (the benchmark itself accounts for about 2; other work "
-        f"shared the machine). The whole benchmark took {elapsed / 60:.0f} min.",
+        f"- Measured {today} at {measured} on {machine()}. Other work shared the machine: "
+        f"1-minute load average {load.describe()} (the benchmark itself accounts for about "
+        f"2){stall_note()}. The whole benchmark took {elapsed / 60:.0f} min.",
         "",
         "Reproduce from the repository root:",
         "",
@@ -817,6 +829,17 @@ def section(results: Results, command: str, elapsed: float, load: LoadWatch) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def stall_note() -> str:
+    if not Stall.shares:
+        return ""
+    return (
+        "; during the timed steps runnable tasks waited for a CPU "
+        f"{100 * statistics.mean(Stall.shares):.0f}% of the time on average "
+        f"(PSI `some`, max {100 * max(Stall.shares):.0f}%; each step first waited up to "
+        "`--quiet-wait` s for pressure under 20%)"
+    )
 
 
 class LoadWatch:
@@ -841,6 +864,45 @@ class LoadWatch:
             f"mean {statistics.mean(self.samples):.1f}, max {max(self.samples):.1f} "
             f"on {os.cpu_count()} CPUs"
         )
+
+
+def cpu_pressure() -> tuple[float, int] | None:
+    """PSI of the CPU: ``some avg10`` (percent) and ``some total`` (microseconds)."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    fields = dict(f.split("=", 1) for f in some[1:])
+    return float(fields["avg10"]), int(fields["total"])
+
+
+def wait_quiet(max_wait: float, threshold: float = 20.0) -> None:
+    """Wait (at most ``max_wait`` s) for a quiet machine before a timed step: CPU pressure
+    (PSI ``some avg10``) under ``threshold`` percent, or a 1-minute load under 1."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        psi = cpu_pressure()
+        if (psi[0] < threshold) if psi is not None else os.getloadavg()[0] < 1.0:
+            return
+        time.sleep(2.0)
+
+
+class Stall:
+    """Share of a timed step during which runnable tasks waited for a CPU (PSI ``some``)."""
+
+    shares: list[float] = []
+
+    def __init__(self) -> None:
+        psi = cpu_pressure()
+        self.start = (time.perf_counter(), psi[1] if psi else None)
+
+    def done(self) -> str:
+        psi = cpu_pressure()
+        if psi is None or self.start[1] is None:
+            return ""
+        share = (psi[1] - self.start[1]) / 1e6 / (time.perf_counter() - self.start[0])
+        Stall.shares.append(share)
+        return f"; CPU pressure {100 * share:.0f}%"
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
@@ -875,6 +937,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=ROOT / "benchmarks" / ".work",
         help="catalogs and the cached local tree [benchmarks/.work]",
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each timed step, wait up to this many seconds for CPU pressure "
+        "under 20%% (other people's work on a shared machine skews wall times) [60]",
+    )
     parser.add_argument("--skip-s3", action="store_true", help="only the local directory")
     parser.add_argument("--skip-local", action="store_true", help="only the S3 bucket")
     parser.add_argument(
@@ -901,7 +970,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     work: Path = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    log(f"machine: {machine()}; {revision()}")
+    measured = revision()  # at the start: others may commit while it runs
+    log(f"machine: {machine()}; {measured}")
     if args.profile:
         (work / "profiles").mkdir(exist_ok=True)
     load = LoadWatch()
@@ -919,13 +989,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in table(results):
         log(row)
     log(f"\nbenchmark run time: {elapsed:.0f} s; 1-minute load average {load.describe()}")
+    if Stall.shares:
+        log(stall_note().removeprefix("; "))
     argv_used = list(sys.argv[1:] if argv is None else argv)
     shown = [a for a in argv_used if a != "--write-docs"]
     command = " ".join(
         [".venv/bin/python", "benchmarks/sync_bench.py", *map(shlex.quote, shown), "--write-docs"]
     )
     if args.write_docs:
-        write_docs(section(results, command, elapsed, load))
+        write_docs(section(results, command, elapsed, load, measured))
         log(f"wrote the Sync section of {DOCS}")
     missed = [f.name for f in results.figures if f.met is False]
     if missed:

@@ -322,10 +322,11 @@ def _long_running_command() -> list[str]:
 
 
 def _ffmpeg_children() -> list[psutil.Process]:
+    # Only ffmpeg: session fixtures of other test modules may keep servers running.
     return [
         c
         for c in psutil.Process().children(recursive=True)
-        if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+        if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and c.name().startswith("ffmpeg")
     ]
 
 

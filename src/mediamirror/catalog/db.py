@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,9 @@ class Catalog:
         self.engine = create_catalog_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._writer = self.engine.execution_options(write=True)
+        # SQLite has one writer; threads of this process queue on a lock rather than on
+        # SQLite's busy handler, which sleeps and polls (milliseconds per contended write).
+        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         if migrate:
             self.migrate()
 
@@ -100,7 +104,11 @@ class Catalog:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._writer.connect() as conn, conn.begin():
+        if self._write_lock is None:
+            with self._writer.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._write_lock, self._writer.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager

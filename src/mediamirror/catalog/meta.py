@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, utcnow
@@ -17,15 +17,22 @@ def update_meta(
     """Apply ``change`` to the folder's metadata; returns the new metadata (None if the
     folder is gone). Rows are locked (SQLite: the write lock; PostgreSQL: FOR UPDATE)."""
     with catalog.write() as conn:
-        query = select(FOLDERS.c.meta).where(FOLDERS.c.id == folder_id)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
-        if row is None:
-            return None
-        meta = dict(row.meta or {})
-        change(meta)
-        conn.execute(
-            update(FOLDERS).where(FOLDERS.c.id == folder_id).values(meta=meta, updated_at=utcnow())
-        )
-        return meta
+        return update_meta_in(conn, folder_id, change)
+
+
+def update_meta_in(
+    conn: Connection, folder_id: int, change: Callable[[dict[str, Any]], None]
+) -> dict[str, Any] | None:
+    """:func:`update_meta` inside the caller's write transaction."""
+    query = select(FOLDERS.c.meta).where(FOLDERS.c.id == folder_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    meta = dict(row.meta or {})
+    change(meta)
+    conn.execute(
+        update(FOLDERS).where(FOLDERS.c.id == folder_id).values(meta=meta, updated_at=utcnow())
+    )
+    return meta

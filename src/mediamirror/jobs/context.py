@@ -32,7 +32,7 @@ class JobContext:
     ) -> None:
         self.job_id = job_id
         self.args = args
-        self.workdir = workdir
+        self._workdir = workdir
         self.cancel = cancel or threading.Event()
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout if timeout else None
@@ -43,6 +43,13 @@ class JobContext:
         self._tail: collections.deque[str] = collections.deque(maxlen=log_lines)
         self.percent = 0.0
         self.message: str | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """The job's scratch folder, made on first use (most jobs of a batch never need
+        one, and a folder per job is a cost at hundreds of jobs a second)."""
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
 
     @property
     def log_tail(self) -> str:

@@ -162,8 +162,11 @@ def finish(
     message: str | None = None,
     error: str | None = None,
     log_tail: str | None = None,
+    conn: Connection | None = None,
 ) -> bool:
-    """End a job this worker holds. False if the job was taken away (lease lost)."""
+    """End a job this worker holds. False if the job was taken away (lease lost).
+    With ``conn``, in the caller's transaction (so a job's results and its end commit
+    together)."""
     values: dict[str, Any] = {
         "state": state.value,
         "active_key": None,
@@ -176,17 +179,19 @@ def finish(
         values["progress"] = 100.0
     if log_tail is not None:
         values["log_tail"] = log_tail[-LOG_TAIL_CHARS:]
-    with catalog.write() as conn:
-        result = conn.execute(
-            update(JOBS)
-            .where(
-                JOBS.c.id == job_id,
-                JOBS.c.worker == worker,
-                JOBS.c.state == JobStatus.RUNNING.value,
-            )
-            .values(**values)
+    stmt = (
+        update(JOBS)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.worker == worker,
+            JOBS.c.state == JobStatus.RUNNING.value,
         )
-    return result.rowcount == 1
+        .values(**values)
+    )
+    if conn is not None:
+        return conn.execute(stmt).rowcount == 1
+    with catalog.write() as own:
+        return own.execute(stmt).rowcount == 1
 
 
 def release(catalog: Catalog, job_id: int, worker: str) -> bool:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import traceback
+import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, update
 
-from mediamirror.catalog.meta import update_meta
+from mediamirror.catalog.meta import update_meta, update_meta_in
 from mediamirror.catalog.models import ITEMS
 from mediamirror.errors import (
     ConfigError,
@@ -25,7 +24,12 @@ from mediamirror.jobs import queue
 from mediamirror.jobs.context import JobContext
 from mediamirror.jobs.model import JobStatus
 from mediamirror.processing.processors import registry
-from mediamirror.processing.processors.base import Dataset, Processor, load_dataset
+from mediamirror.processing.processors.base import (
+    Dataset,
+    Processor,
+    load_dataset,
+    load_dataset_in,
+)
 from mediamirror.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,13 +40,9 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _record(
-    services: Services,
-    job: Any,
-    status: dict[str, Any],
-    updates: dict[str, Any],
-    merge: frozenset[str] = frozenset(),
-) -> None:
+def _change(
+    job: Any, status: dict[str, Any], updates: dict[str, Any], merge: frozenset[str]
+) -> Any:
     def change(meta: dict[str, Any]) -> None:
         for key, value in updates.items():
             # Merged inside the locked read-modify-write, so concurrent jobs of two
@@ -55,26 +55,54 @@ def _record(
         processing[job.processor] = status
         meta["processing"] = processing
 
+    return change
+
+
+def _record(
+    services: Services,
+    job: Any,
+    status: dict[str, Any],
+    updates: dict[str, Any],
+    merge: frozenset[str] = frozenset(),
+) -> None:
     if job.target_type == "folder":
-        update_meta(services.catalog, job.target_id, change)
+        update_meta(services.catalog, job.target_id, _change(job, status, updates, merge))
 
 
-def _succeed(services: Services, proc: Processor, job: Any, updates: dict[str, Any]) -> None:
-    current = load_dataset(services.catalog, job.target_id)
-    if proc.input_version(current) != job.input_version:
-        # The media changed while the job ran: keep the mark so it is processed again.
-        updates = {k: v for k, v in updates.items() if k != "MarkForPostProcess"}
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    status = {"state": "success", "job": job.id, "version": job.input_version, "at": now}
-    _record(services, job, status, updates, proc.merge_keys)
-    inputs = proc.inputs(current)
-    if inputs:
-        with services.catalog.write() as conn:
+def _succeed(
+    services: Services,
+    proc: Processor,
+    job: Any,
+    worker: str,
+    updates: dict[str, Any],
+    log_tail: str,
+) -> None:
+    """The dataset's new metadata, its items' flags and the job's end: one transaction."""
+    with services.catalog.write() as conn:
+        current = load_dataset_in(conn, job.target_id)
+        if proc.input_version(current) != job.input_version:
+            # The media changed while the job ran: keep the mark so it is processed again.
+            updates = {k: v for k, v in updates.items() if k != "MarkForPostProcess"}
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        status = {"state": "success", "job": job.id, "version": job.input_version, "at": now}
+        if job.target_type == "folder":
+            update_meta_in(conn, job.target_id, _change(job, status, updates, proc.merge_keys))
+        inputs = proc.inputs(current)
+        if inputs:
             conn.execute(
                 update(ITEMS)
                 .where(or_(*(and_(ITEMS.c.id == i.id, ITEMS.c.etag == i.etag) for i in inputs)))
                 .values(needs_processing=False)
             )
+        queue.finish(
+            services.catalog,
+            job.id,
+            worker,
+            JobStatus.SUCCESS,
+            message="done",
+            log_tail=log_tail,
+            conn=conn,
+        )
 
 
 def run_claimed(
@@ -83,9 +111,8 @@ def run_claimed(
     """Run a job this worker has claimed and record how it ended."""
     catalog = services.catalog
     proc = registry(services.settings).get(job.processor)
-    tmp_root = services.settings.home_path / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_root))
+    # Made on first use by the context (see JobContext.workdir).
+    workdir = services.settings.home_path / "tmp" / f"job-{job.id}-{uuid.uuid4().hex[:8]}"
 
     def report(percent: float, message: str | None, tail: str) -> None:
         queue.report(catalog, job.id, percent, message, tail)
@@ -103,12 +130,8 @@ def run_claimed(
             raise ProcessingError(f"unknown processor {job.processor!r}")
         dataset: Dataset = load_dataset(catalog, job.target_id)
         ctx.check()
-        ctx.progress(0.0, "started", force=True)
         updates = proc.run(ctx, services, dataset)
-        _succeed(services, proc, job, updates)
-        queue.finish(
-            catalog, job.id, worker, JobStatus.SUCCESS, message="done", log_tail=ctx.log_tail
-        )
+        _succeed(services, proc, job, worker, updates, ctx.log_tail)
         return JobStatus.SUCCESS
     except TransientProcessingError as exc:
         reason = _one_line(exc)

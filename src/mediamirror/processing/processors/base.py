@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS
@@ -48,14 +48,19 @@ class Dataset:
 
 def load_dataset(catalog: Catalog, folder_id: int) -> Dataset:
     with catalog.read() as conn:
-        row = conn.execute(select(FOLDERS).where(FOLDERS.c.id == folder_id)).first()
-        if row is None:
-            raise NotFoundError(f"folder {folder_id} no longer exists")
-        items = conn.execute(
-            select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
-            .where(ITEMS.c.folder_id == folder_id, ITEMS.c.state == "present")
-            .order_by(ITEMS.c.key)
-        ).all()
+        return load_dataset_in(conn, folder_id)
+
+
+def load_dataset_in(conn: Connection, folder_id: int) -> Dataset:
+    """:func:`load_dataset` inside the caller's transaction."""
+    row = conn.execute(select(FOLDERS).where(FOLDERS.c.id == folder_id)).first()
+    if row is None:
+        raise NotFoundError(f"folder {folder_id} no longer exists")
+    items = conn.execute(
+        select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
+        .where(ITEMS.c.folder_id == folder_id, ITEMS.c.state == "present")
+        .order_by(ITEMS.c.key)
+    ).all()
     return Dataset(
         id=row.id,
         path=row.path,
