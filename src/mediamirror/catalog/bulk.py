@@ -47,9 +47,16 @@ def insert_items(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         f"VALUES ({', '.join([mark] * len(_ITEM_COLUMNS))})"
     )
     if sqlite:
+        stamps: dict[datetime, str] = {}  # every row of a chunk shares its updated_at
+
+        def stamp(d: datetime) -> str:
+            text = stamps.get(d)
+            if text is None:
+                text = stamps[d] = sqlite_datetime(d)
+            return text
+
         prepared = [
-            (*r[:6], sqlite_datetime(r[6]), r[7], 1 if r[8] else 0, sqlite_datetime(r[9]))
-            for r in rows
+            (*r[:6], sqlite_datetime(r[6]), r[7], 1 if r[8] else 0, stamp(r[9])) for r in rows
         ]
     else:
         prepared = [
