@@ -165,7 +165,11 @@ def run_child_rusage(cmd: Sequence[str], *, env: Mapping[str, str] | None = None
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     if proc.returncode != 0:
-        raise RuntimeError(f"command failed (exit {proc.returncode}): {shlex.join(cmd)}")
+        tail = out.strip().splitlines()[-1:] if out.strip() else []
+        raise RuntimeError(
+            f"command failed (exit {proc.returncode}): {shlex.join(cmd)}"
+            + (f": {tail[0][:300]}" if tail else "")
+        )
     return ChildRun(elapsed, usage.ru_maxrss * 1024, usage.ru_utime, usage.ru_stime, out)
 
 

@@ -77,55 +77,77 @@ def jobs_suggestions(result: BenchResult) -> list[str]:
         return []
     jobs = counts["jobs"]
     cpu_ms = raw["worker_cpu_s"] / raw["jobs"] * 1000
+    gil = {row["func"]: row["share"] for row in raw.get("pyspy_inclusive", [])}
+
+    def share(suffix: str) -> str:
+        found = [v for k, v in gil.items() if k.endswith(suffix)]
+        return f"{max(found):.0%}" if found else "?"
 
     def per_job(key: str) -> str:
-        return f"{counts[key] / jobs * 1000:.1f} ms"
+        return f"{counts.get(key, 0.0) / jobs * 1000:.1f} ms"
 
+    what_ifs = {w["change"]: w for w in raw.get("what_if", [])}
+
+    def measured(label_start: str) -> str:
+        for label, w in what_ifs.items():
+            if label.startswith(label_start):
+                return (
+                    f" (what-if: {w['jobs_per_s']:,} jobs/s, {w.get('vs_plain', '?')}x the plain "
+                    f"rerun, {w['cpu_ms_per_job']:.2f} ms CPU per job)"
+                )
+        return ""
+
+    def verdict(label_start: str) -> str:
+        for label, w in what_ifs.items():
+            if label.startswith(label_start):
+                ratio = float(w.get("vs_plain") or 0)
+                word = "slower" if ratio < 0.95 else "faster" if ratio > 1.05 else "no different"
+                return f"{word} ({ratio:.2f}x the plain rerun)"
+        return "not measured"
+
+    handoffs = (counts.get("lstat_self_s", 0.0) + counts.get("urandom_self_s", 0.0)) / jobs
     return [
         "**Where the time goes** (no-op jobs, so all of it is the job machinery):",
         "",
-        f"- CPU: {cpu_ms:.2f} ms of worker CPU per job. The pool's threads share one GIL, so "
-        f"this alone caps a worker at about {1000 / cpu_ms:,.0f} jobs/s whatever "
-        f"`--concurrency`; 500 jobs/s needs under 2 ms per job.",
+        f"- CPU: {cpu_ms:.2f} ms of worker CPU per job, almost all of it Python holding the "
+        f"GIL, so one worker process tops out near {1000 / cpu_ms:,.0f} jobs/s whatever "
+        "`--concurrency`; 500 jobs/s needs under 2 ms per job.",
         f"- SQL: {counts['statements_per_job']:.1f} statements in "
-        f"{counts['commits_per_job']:.1f} transactions per job. A job is claimed "
-        f"(`claim()` ran {counts['claims']:,} times for {jobs:,} jobs: "
-        f"{counts['claims'] / jobs:.2f} claim transactions per job, as the loop tops up the "
-        "slots that free one at a time), then writes its 'started' "
-        "progress, loads its dataset, loads it again in `_succeed`, updates the folder "
-        "metadata, clears `needs_processing` of its items and finishes: five write "
-        "transactions, each through SQLAlchemy Core statements built and cache-keyed anew.",
-        f"- Waiting for the write lock: `BEGIN`/`BEGIN IMMEDIATE` took {per_job('begin_s')} per "
-        "job (per-thread wall time under cProfile). The pool's threads and the claiming loop "
-        "use separate connections, so a loser sleeps in SQLite's busy handler (1, 2, 5, "
-        "10 ms ...) instead of being woken when the lock frees.",
-        f"- Per-job files: `mkdtemp` + `rmtree` of the job directory took "
-        f"{(counts['mkdtemp_s'] + counts['rmtree_s']) / jobs * 1000:.1f} ms per job; on this "
-        "VM's ext4 (mounted with `discard`) an `rmdir` costs milliseconds.",
-        f"- By step (cumulative per-thread wall time per job): 'started' report "
-        f"{per_job('started_report_s')}, `load_dataset` (twice) {per_job('load_dataset_s')}, "
-        f"`_succeed` {per_job('succeed_s')}, `finish` {per_job('finish_s')}, of "
-        f"{per_job('run_claimed_s')} in `run_claimed`.",
+        f"{counts['commits_per_job']:.1f} transactions per job; `claim()` ran "
+        f"{counts['claims']:,} times for {jobs:,} jobs ({counts['claims'] / jobs:.2f} claim "
+        "transactions per job: the loop tops up slots that free one at a time).",
+        "- Python CPU by step (py-spy `--gil`, inclusive share of GIL-holding samples): "
+        f"`_succeed` {share('runner.py(_succeed)')} (of which re-loading the whole dataset "
+        f"with `load_dataset_in` {share('base.py(load_dataset_in)')}, `finish` "
+        f"{share('queue.py(finish)')}, `update_meta_in` {share('meta.py(update_meta_in)')}), "
+        f"`claim` {share('queue.py(claim)')}, `load_dataset` before `run` "
+        f"{share('base.py(load_dataset)')}. SQLAlchemy Core builds and cache-keys every "
+        f"statement anew: {counts.get('sa_expect_calls', 0) / jobs:.0f} "
+        "`coercions.expect` calls per job.",
+        "- GIL hand-offs: every call that releases the GIL (each SQLite statement, the "
+        "`lstat` of the job's scratch folder in `rmtree`, `os.urandom` for its name) lets "
+        "the other thread run, and taking the GIL back can wait up to the 5 ms switch "
+        f"interval: under cProfile `lstat` + `urandom` alone show {handoffs * 1000:.1f} ms "
+        "per job of wall time for microseconds of work. That wait overlaps with useful work "
+        "on the other thread, though: with one pool thread the worker is "
+        f"{verdict('`--concurrency 1`')}, and a 0.5 ms switch interval is "
+        f"{verdict('GIL switch interval')}. The ceiling is the CPU per job.",
         "",
-        "**Suggestions** (for the owners of `jobs/`; ordered by expected gain):",
+        "**Suggestions** (for the owners of `jobs/`):",
         "",
-        "1. One write transaction per finished job: `_succeed` and `queue.finish` in the "
-        "same transaction, reusing the dataset loaded before `run` (re-check only the input "
-        "etags inside that transaction). Removes two write and one read transaction per job.",
-        "2. Drop the forced `ctx.progress(0.0, 'started')` write: `claim()` already sets "
-        "`state=running`, `progress=0` and `started_at` (see the what-if row).",
-        "3. Claim in batches and finish in batches: when the queue is deep, claim e.g. "
-        "`max(in_flight, 64)` jobs per transaction, and let pool threads hand results to the "
-        "executor loop, which finishes every completed job in one transaction per poll. "
-        "That turns ~5 transactions per job into a fraction of one.",
-        "4. Serialize one process's writers on an in-process lock (or a single writer "
-        "connection) so threads queue on a Python lock instead of SQLite's sleeping busy "
-        "handler.",
-        "5. Make the job directory lazy (`ctx.workdir` created on first use) and create "
-        "`<home>/tmp` once per worker, not per job.",
-        "6. Build the hot statements once (bound parameters, or `lambda_stmt`) instead of "
-        "`update(JOBS).where(...).values(...)` per call: statement construction and cache-key "
-        "generation are a visible share of the CPU profile.",
+        "1. Claim in batches when the queue is deep (e.g. up to 64 per transaction), keeping "
+        "the extra jobs in the executor's own queue" + measured("claim up to 64 jobs per") + ".",
+        "2. Make the success transaction lighter: `_succeed` re-reads the whole dataset "
+        "(folder row and every present item) only to compare input versions; select just the "
+        "input items' etags, or put the version check in the UPDATE's WHERE clause.",
+        "3. Load the dataset once per job: the `load_dataset` before `run` and the one in "
+        "`_succeed` read the same rows milliseconds apart.",
+        "4. Finish in batches: let pool threads hand finished jobs to the executor loop, "
+        "which records all of them in one transaction per poll (one BEGIN/COMMIT, "
+        "`executemany` updates) instead of one transaction per job.",
+        "5. Skip `rmtree` and the `uuid4` name when the job never made its scratch folder "
+        "(the context knows), and prebuild the hot statements (bound parameters or "
+        "`lambda_stmt`) so they are not rebuilt and cache-keyed per call.",
         "",
     ]
 
@@ -170,8 +192,9 @@ def jobs_findings(result: BenchResult) -> list[str]:
         lines.append("")
     if "what_if" in raw:
         lines += [
-            "What-if runs: the worker again with one change each, made by monkeypatches "
-            "in a bench-side driver (`jobs_bench.WHAT_IF_DRIVER`) or by the environment; "
+            "What-if runs: the worker again with one change each, made in a bench-side "
+            "driver (`jobs_bench.WHAT_IF_DRIVER`: a monkeypatch, an interpreter setting or a "
+            "CLI option); "
             f"product code unchanged; the same {raw['jobs']:,} jobs queued again each time. "
             "Rates on a shared machine move by +-20 % between runs: read the CPU per job "
             "and differences well beyond that.",
@@ -295,6 +318,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mm-processing-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    code_at_start = git_state()
     t0 = time.perf_counter()
     info = machine()
     say("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
@@ -325,6 +349,10 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t0
+    code_at_end = git_state()
+    code = code_at_start
+    if code_at_end != code_at_start:  # other people commit while a long run goes on
+        code = f"{code_at_start} at the start, {code_at_end} at the end of the run"
     rows = [r for res in results for r in res.rows]
     say("")
     for line in table(rows):
@@ -341,12 +369,12 @@ def main() -> None:
                 "started": started.isoformat(),
                 "total_s": total,
                 "argv": argv,
-                "git": git_state(),
+                "git": code,
                 "results": [asdict(r) for r in results],
             },
         )
     if args.write_docs:
-        write_docs(section(results, info, started, total, argv, git_state()), args.docs)
+        write_docs(section(results, info, started, total, argv, code), args.docs)
 
 
 def from_json(path: Path, write: bool, docs: Path) -> None:

@@ -238,6 +238,15 @@ def run(
             "poster (make_poster)": t.get("make_poster", 0.0),
             "job bookkeeping (load, progress, record, finish)": t.get("run_claimed", 0.0) - steps,
         }
+        fixed = sum(v for k, v in parts.items() if not k.startswith("ffmpeg"))
+        direct_median = statistics.median(r.seconds for r in directs)
+        result.note(
+            f"time outside ffmpeg in the breakdown run: {fixed:.2f} s, "
+            f"{fixed / direct_median:.1%} of the direct median; ffmpeg inside the job took "
+            f"{ffmpeg_s:.1f} s against direct runs of "
+            + ", ".join(f"{r.seconds:.1f}" for r in directs)
+            + " s"
+        )
         result.raw["breakdown"] = {k: round(v, 3) for k, v in parts.items()}
         result.raw["breakdown_total_s"] = run.seconds
         say(f"  breakdown run: {run.seconds:.2f} s wall ({state})")

@@ -280,7 +280,7 @@ def ls(obj: Context, path: str, recursive: bool, as_json: bool) -> None:
         if as_json:
             _ls_json(folder, folders, items, path)
         else:
-            _ls_text(folders, items)
+            _ls_text(folder["path"] if folder else "/", folders, items)
 
 
 def _ls_json(folder: Any, folders: Iterator[Any], items: Iterator[Any], path: str) -> None:
@@ -296,18 +296,10 @@ def _ls_json(folder: Any, folders: Iterator[Any], items: Iterator[Any], path: st
     out.write("}\n")
 
 
-def dataset_status(meta: dict[str, Any]) -> str:
-    """A word for people: error, pending, ready, or new."""
-    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
-    if "error" in states:
-        return "error"
-    if meta.get("MarkForPostProcess") is True:
-        return "pending"
-    return "ready" if meta.get("annotate") else "new"
+def _ls_text(root: str, folders: Iterator[Any], items: Iterator[Any]) -> None:
+    """The folder's own items, then folders in path order, each followed by its items."""
+    from mediamirror.catalog.tree import dataset_status
 
-
-def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
-    """Folders in path order, each followed by its own items."""
     pending = next(items, None)
     shown = False
 
@@ -319,8 +311,7 @@ def _ls_text(folders: Iterator[Any], items: Iterator[Any]) -> None:
             pending = next(items, None)
             shown = True
 
-    if pending is not None:
-        items_of(pending["folder"])
+    items_of(root)
     for f in folders:
         shown = True
         line = f"{f['path']}/"

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 
-from mediamirror.catalog.models import FOLDERS, ITEMS, utcnow
+from mediamirror.catalog.meta import clear_marks
+from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.catalog.tree import folder_row, normalize_path
 from mediamirror.errors import ConfigError
 from mediamirror.jobs.queue import JobSpec, enqueue
@@ -124,23 +125,8 @@ def postprocess(
 
 def _clear_marks(services: Services, folder_ids: list[int]) -> None:
     for i in range(0, len(folder_ids), _BATCH):
-        chunk = folder_ids[i : i + _BATCH]
         with services.catalog.write() as conn:
-            rows = conn.execute(
-                select(FOLDERS.c.id, FOLDERS.c.meta).where(FOLDERS.c.id.in_(chunk))
-            ).all()
-            changes = [
-                {"b_id": r.id, "b_meta": {**r.meta, "MarkForPostProcess": False}}
-                for r in rows
-                if (r.meta or {}).get("MarkForPostProcess") is not False
-            ]
-            if changes:
-                conn.execute(
-                    update(FOLDERS)
-                    .where(FOLDERS.c.id == bindparam("b_id"))
-                    .values(meta=bindparam("b_meta"), updated_at=utcnow()),
-                    changes,
-                )
+            clear_marks(conn, folder_ids[i : i + _BATCH])
 
 
 def reprocess(

@@ -11,6 +11,18 @@ from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES
 from mediamirror.errors import NotFoundError
 
 
+def dataset_status(meta: dict[str, Any]) -> str | None:
+    """A word for people: error, pending, ready or new (None for a plain folder)."""
+    if not meta.get("type"):
+        return None
+    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
+    if "error" in states:
+        return "error"
+    if meta.get("MarkForPostProcess") is True:
+        return "pending"
+    return "ready" if meta.get("annotate") else "new"
+
+
 def normalize_path(path: str) -> str:
     """``/a/b/`` -> ``/a/b``; ``""`` and ``/`` -> ``/``."""
     path = "/" + path.strip("/")

@@ -26,10 +26,11 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mediamirror.catalog.leases import owner_is_dead
+from mediamirror.catalog.meta import clear_marks
 from mediamirror.catalog.models import FOLDERS, ITEMS, LEASES, Source, utcnow
 from mediamirror.errors import CatalogError, MediamirrorError, NotFoundError
 from mediamirror.events.model import Action, ObjectEvent, Outcome, compare_sequencers
-from mediamirror.events.record import clear_marks, insert_events
+from mediamirror.events.record import insert_events
 from mediamirror.events.routing import Route, SourceTable, targets
 from mediamirror.events.sns import SnsVerifier
 from mediamirror.jobs.queue import JobSpec, enqueue

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select
 
 from mediamirror.catalog.db import Catalog
-from mediamirror.catalog.models import FOLDERS, SOURCES, utcnow
+from mediamirror.catalog.models import SOURCES, utcnow
 from mediamirror.errors import NotFoundError
 from mediamirror.web.models import EVENTS
 
@@ -65,27 +65,6 @@ def insert_events(conn: Connection, results: Iterable[Result]) -> None:
     ]
     if rows:
         conn.execute(insert(EVENTS), rows)
-
-
-def clear_marks(conn: Connection, folder_ids: list[int]) -> None:
-    """``MarkForPostProcess: false`` on datasets whose jobs were just queued."""
-    if not folder_ids:
-        return
-    rows = conn.execute(
-        select(FOLDERS.c.id, FOLDERS.c.meta).where(FOLDERS.c.id.in_(sorted(set(folder_ids))))
-    ).all()
-    changes = [
-        {"b_id": r.id, "b_meta": {**r.meta, "MarkForPostProcess": False}}
-        for r in rows
-        if (r.meta or {}).get("MarkForPostProcess") is not False
-    ]
-    if changes:
-        conn.execute(
-            update(FOLDERS)
-            .where(FOLDERS.c.id == bindparam("b_id"))
-            .values(meta=bindparam("b_meta"), updated_at=utcnow()),
-            changes,
-        )
 
 
 def record_rejection(

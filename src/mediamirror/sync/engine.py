@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import queue
 import re
 import threading
@@ -38,6 +39,7 @@ from mediamirror.sync.layout import (
 )
 
 RUNS = SYNC_RUNS
+log = logging.getLogger(__name__)
 _HOLDBACK_LIMIT = 10_000
 _ID_BATCH = 500
 
@@ -160,6 +162,7 @@ class SyncEngine:
 
     def run(self) -> SyncSummary:
         started = time.monotonic()
+        log.info("sync %s: %s -> %s", self.source.name, self.source.url, self.source.mount)
         taken_over = leases.acquire(self.catalog, self._lease, self._owner, self.lease_seconds)
         self._renewed = time.monotonic()
         try:
@@ -176,6 +179,7 @@ class SyncEngine:
                 raise
             self.summary.seconds = time.monotonic() - started
             self._end_run("success", None)
+            log.info("%s", self.summary.line())
         finally:
             leases.release(self.catalog, self._lease, self._owner)
         return self.summary
@@ -249,6 +253,7 @@ class SyncEngine:
                 self._apply(conn, chunk, last)
             last = chunk[-1].key
             self.summary.listed += len(chunk)
+            log.debug("%s: %d keys written up to %r", self.source.name, len(chunk), last)
             if self.progress is not None:
                 self.progress(self.summary.listed)
             self._renew()

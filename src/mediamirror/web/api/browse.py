@@ -12,23 +12,13 @@ from sqlalchemy import Select, func, select
 from starlette.types import Message, Receive, Scope, Send
 
 from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES
+from mediamirror.catalog.tree import dataset_status
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import JOBS
 from mediamirror.web.deps import MAX_ID, Id, Svc, Viewer
 
 router = APIRouter(tags=["browse"])
 Sort = Literal["name", "-name", "updated", "-updated"]
-
-
-def dataset_status(meta: dict[str, Any]) -> str | None:
-    if not meta.get("type"):
-        return None
-    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
-    if "error" in states:
-        return "error"
-    if meta.get("MarkForPostProcess") is True:
-        return "pending"
-    return "ready" if meta.get("annotate") else "new"
 
 
 def folder_dict(row: Any) -> dict[str, Any]:
