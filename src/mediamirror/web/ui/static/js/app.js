@@ -150,10 +150,16 @@ function makeContext(controller, route, page) {
     loop(fn) {
       let timer = null;
       let running = false;
+      let again = false; // kicked while a fetch was in flight: its answer may be stale
       const tick = async () => {
         timer = null;
-        if (signal.aborted || running) return;
+        if (signal.aborted) return;
+        if (running) {
+          again = true;
+          return;
+        }
         running = true;
+        again = false;
         let delay = null;
         try {
           delay = await fn();
@@ -163,7 +169,12 @@ function makeContext(controller, route, page) {
         } finally {
           running = false;
         }
-        if (!signal.aborted && typeof delay === "number") timer = setTimeout(tick, delay);
+        if (signal.aborted) return;
+        if (again) {
+          timer = setTimeout(tick, 0);
+        } else if (typeof delay === "number") {
+          timer = setTimeout(tick, delay);
+        }
       };
       signal.addEventListener("abort", () => timer && clearTimeout(timer));
       const handle = {
