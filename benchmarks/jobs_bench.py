@@ -5,13 +5,14 @@
 --processor noop`` queues one job per dataset for the bench-only ``noop`` processor
 (``benchmarks/noop_processor.py``), and ``mediamirror worker --burst`` (default concurrency:
 the CPU count) runs them. The processor does nothing, so the rate is the job machinery's:
-claim, load the dataset, progress, record success, finish.
+claim, load the dataset, record success and finish.
 
-With ``--profile`` (or automatically when the target is missed) the same 10,000 jobs are
+With ``--profile always`` (or by default when the target is missed) the same jobs are
 queued again and the worker runs in-process under cProfile (one profiler per pool thread,
-merged) and, when installed, under py-spy; the report says where the time goes.
+merged) and under ``py-spy --gil``; then a few what-if runs (``WHAT_IFS``: a monkeypatch,
+an interpreter setting or a CLI option each, product code untouched) size the suggestions.
 
-    .venv/bin/python benchmarks/jobs_bench.py [--jobs 10000] [--profile]
+    .venv/bin/python benchmarks/jobs_bench.py [--jobs 10000] [--profile auto|always|never]
 """
 
 from __future__ import annotations

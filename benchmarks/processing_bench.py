@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jobs_bench
 import probe_bench
@@ -69,6 +70,18 @@ def git_state() -> str:
     return f"{sha}" + (" + uncommitted changes under src/" if dirty else "")
 
 
+def baselines(raw: dict[str, Any]) -> tuple[float, float]:
+    """Jobs/s and CPU ms per job of the plain worker: the mean of the measurement and of
+    its rerun among the what-ifs (the machine's drift between the two is the noise)."""
+    rates = [raw["jobs"] / raw["worker_s"]]
+    cpus = [raw["worker_cpu_s"] / raw["jobs"] * 1000]
+    plain = next((w for w in raw.get("what_if", []) if w["change"].startswith("none")), None)
+    if plain is not None:
+        rates.append(float(plain["jobs_per_s"]))
+        cpus.append(float(plain["cpu_ms_per_job"]))
+    return sum(rates) / len(rates), sum(cpus) / len(cpus)
+
+
 def jobs_suggestions(result: BenchResult) -> list[str]:
     """Where the time goes and what to change, from the measured counts (target missed)."""
     raw = result.raw
@@ -87,23 +100,27 @@ def jobs_suggestions(result: BenchResult) -> list[str]:
         return f"{counts.get(key, 0.0) / jobs * 1000:.1f} ms"
 
     what_ifs = {w["change"]: w for w in raw.get("what_if", [])}
+    base_rate, base_cpu = baselines(raw)
+
+    def found(label_start: str) -> dict[str, Any] | None:
+        return next((w for k, w in what_ifs.items() if k.startswith(label_start)), None)
 
     def measured(label_start: str) -> str:
-        for label, w in what_ifs.items():
-            if label.startswith(label_start):
-                return (
-                    f" (what-if: {w['jobs_per_s']:,} jobs/s, {w.get('vs_plain', '?')}x the plain "
-                    f"rerun, {w['cpu_ms_per_job']:.2f} ms CPU per job)"
-                )
-        return ""
+        w = found(label_start)
+        if w is None:
+            return ""
+        return (
+            f" (what-if: {w['jobs_per_s']:,} jobs/s, {w['jobs_per_s'] / base_rate:.2f}x the "
+            f"baseline; {w['cpu_ms_per_job']:.2f} ms CPU per job against {base_cpu:.2f})"
+        )
 
     def verdict(label_start: str) -> str:
-        for label, w in what_ifs.items():
-            if label.startswith(label_start):
-                ratio = float(w.get("vs_plain") or 0)
-                word = "slower" if ratio < 0.95 else "faster" if ratio > 1.05 else "no different"
-                return f"{word} ({ratio:.2f}x the plain rerun)"
-        return "not measured"
+        w = found(label_start)
+        if w is None:
+            return "not measured"
+        ratio = w["jobs_per_s"] / base_rate
+        word = "slower" if ratio < 0.8 else "faster" if ratio > 1.2 else "within the noise"
+        return f"{word} ({ratio:.2f}x the baseline, {w['cpu_ms_per_job']:.2f} ms CPU per job)"
 
     handoffs = (counts.get("lstat_self_s", 0.0) + counts.get("urandom_self_s", 0.0)) / jobs
     return [
@@ -128,10 +145,10 @@ def jobs_suggestions(result: BenchResult) -> list[str]:
         "`lstat` of the job's scratch folder in `rmtree`, `os.urandom` for its name) lets "
         "the other thread run, and taking the GIL back can wait up to the 5 ms switch "
         f"interval: under cProfile `lstat` + `urandom` alone show {handoffs * 1000:.1f} ms "
-        "per job of wall time for microseconds of work. That wait overlaps with useful work "
-        "on the other thread, though: with one pool thread the worker is "
-        f"{verdict('`--concurrency 1`')}, and a 0.5 ms switch interval is "
-        f"{verdict('GIL switch interval')}. The ceiling is the CPU per job.",
+        "per job of wall time for microseconds of work. What that costs in throughput: with "
+        f"one pool thread the worker is {verdict('`--concurrency 1`')}; with a 0.5 ms switch "
+        f"interval it is {verdict('GIL switch interval')}. Either way the CPU per job sets "
+        "the ceiling.",
         "",
         "**Suggestions** (for the owners of `jobs/`):",
         "",
@@ -156,6 +173,15 @@ def jobs_findings(result: BenchResult) -> list[str]:
     """Where the worker's time goes, from the profiles and what-if runs of jobs_bench."""
     raw = result.raw
     lines: list[str] = jobs_suggestions(result)
+    if "cprofile_cumulative" in raw or "pyspy_inclusive" in raw:
+        lines += [
+            "Profiles (each on the same 10,000 jobs queued again): `python profile_worker.py "
+            "worker.pstats` (`jobs_bench.PROFILE_DRIVER`: `mediamirror.cli:main` with "
+            "`worker --burst` under cProfile, one profiler per pool thread wrapped around "
+            "`run_claimed`, merged with the main thread's) and `py-spy record --format raw "
+            "--rate 250 --gil -- mediamirror worker --burst`.",
+            "",
+        ]
     if "cprofile_cumulative" in raw:
         lines += [
             "cProfile of the worker in-process (`mediamirror.cli:main`, one profiler per pool "
@@ -191,21 +217,25 @@ def jobs_findings(result: BenchResult) -> list[str]:
         ][:16]
         lines.append("")
     if "what_if" in raw:
+        base_rate, base_cpu = baselines(raw)
         lines += [
             "What-if runs: the worker again with one change each, made in a bench-side "
             "driver (`jobs_bench.WHAT_IF_DRIVER`: a monkeypatch, an interpreter setting or a "
             "CLI option); "
             f"product code unchanged; the same {raw['jobs']:,} jobs queued again each time. "
-            "Rates on a shared machine move by +-20 % between runs: read the CPU per job "
-            "and differences well beyond that.",
+            f"Baseline: {base_rate:,.0f} jobs/s and {base_cpu:.2f} ms CPU per job, the mean "
+            "of the measurement and of the plain rerun; on this shared machine rates move by "
+            "up to +-30 % between runs of the same code, so read the CPU per job and "
+            "differences well beyond that.",
             "",
-            "| change | jobs/s | vs plain rerun | CPU ms/job | machine |",
+            "| change | jobs/s | vs baseline | CPU ms/job | machine |",
             "|---|---:|---:|---:|---|",
-            f"| none (the measurement above) | {raw['jobs'] / raw['worker_s']:,.0f} | | "
+            f"| none (the measurement above) | {raw['jobs'] / raw['worker_s']:,.0f} | "
+            f"{raw['jobs'] / raw['worker_s'] / base_rate:.2f} | "
             f"{raw['worker_cpu_s'] / raw['jobs'] * 1000:.2f} | |",
         ]
         lines += [
-            f"| {w['change']} | {w['jobs_per_s']:,} | {w.get('vs_plain', '')} | "
+            f"| {w['change']} | {w['jobs_per_s']:,} | {w['jobs_per_s'] / base_rate:.2f} | "
             f"{w['cpu_ms_per_job']:.2f} | {w.get('machine', '')} |"
             for w in raw["what_if"]
         ]
