@@ -41,6 +41,16 @@ from mediamirror.sync.layout import (
 RUNS = SYNC_RUNS
 log = logging.getLogger(__name__)
 _HOLDBACK_LIMIT = 10_000
+#: What the merge compares of a catalogued item.
+_ITEM_ROW = (
+    ITEMS.c.id,
+    ITEMS.c.key,
+    ITEMS.c.size,
+    ITEMS.c.etag,
+    ITEMS.c.last_modified,
+    ITEMS.c.state,
+    ITEMS.c.folder_id,
+)
 _ID_BATCH = 500
 
 
@@ -277,29 +287,16 @@ class SyncEngine:
         rel = obj.key[len(self.layout.prefix) :]
         return bool(rel) and rel.endswith("/") and self._filtered_in(rel)
 
-    def _apply(self, conn: Connection, chunk: list[ObjectInfo], low: str | None) -> None:
-        markers = [o for o in chunk if o.key.endswith("/") and self._wanted_marker(o)]
-        objs = [o for o in chunk if self._wanted(o)]
-        self.summary.skipped += len(chunk) - len(objs) - len(markers)
-        high = chunk[-1].key
-        query = select(
-            ITEMS.c.id,
-            ITEMS.c.key,
-            ITEMS.c.size,
-            ITEMS.c.etag,
-            ITEMS.c.last_modified,
-            ITEMS.c.state,
-            ITEMS.c.folder_id,
-        ).where(ITEMS.c.source_id == self.source.id, ITEMS.c.key <= high)
-        if low is not None:
-            query = query.where(ITEMS.c.key > low)
-        existing = {row.key: row for row in conn.execute(query)}
-
-        fresh: list[ObjectInfo] = []  # new or back after deletion
+    def _diff(
+        self, objs: list[ObjectInfo], existing: dict[str, Any]
+    ) -> tuple[list[ObjectInfo], list[tuple[ObjectInfo, Any]], list[tuple[ObjectInfo, Any]]]:
+        """Listed objects against catalog rows: new ones, changed ones (or back after
+        deletion), and unchanged sidecars (whose video may have appeared since)."""
+        fresh: list[ObjectInfo] = []
         changed: list[tuple[ObjectInfo, Any]] = []
         sidecars: list[tuple[ObjectInfo, Any]] = []
         for obj in objs:
-            row = existing.pop(obj.key, None)
+            row = existing.get(obj.key)
             if row is None:
                 fresh.append(obj)
             elif row.state != "present" or (
@@ -312,7 +309,20 @@ class SyncEngine:
                 self.summary.unchanged += 1
                 if extension(obj.key) in SIDECAR_EXTENSIONS:
                     sidecars.append((obj, row))
-        gone = [row for row in existing.values() if row.state == "present"]
+        return fresh, changed, sidecars
+
+    def _apply(self, conn: Connection, chunk: list[ObjectInfo], low: str | None) -> None:
+        markers = [o for o in chunk if o.key.endswith("/") and self._wanted_marker(o)]
+        objs = [o for o in chunk if self._wanted(o)]
+        self.summary.skipped += len(chunk) - len(objs) - len(markers)
+        high = chunk[-1].key
+        query = select(*_ITEM_ROW).where(ITEMS.c.source_id == self.source.id, ITEMS.c.key <= high)
+        if low is not None:
+            query = query.where(ITEMS.c.key > low)
+        existing = {row.key: row for row in conn.execute(query)}
+        fresh, changed, sidecars = self._diff(objs, existing)
+        listed = {o.key for o in objs}
+        gone = [r for k, r in existing.items() if k not in listed and r.state == "present"]
 
         if fresh or changed or sidecars or markers:
             self._write(conn, objs, fresh, changed, sidecars, markers)
@@ -535,20 +545,10 @@ class SyncEngine:
             # Every key starting with "dir/clip." sorts before "dir/clip/" ('/' follows '.').
             cond = cond | ((ITEMS.c.key >= prefix) & (ITEMS.c.key < prefix[:-1] + "/"))
         rows = conn.execute(
-            select(
-                ITEMS.c.id,
-                ITEMS.c.key,
-                ITEMS.c.size,
-                ITEMS.c.etag,
-                ITEMS.c.last_modified,
-                ITEMS.c.state,
-                ITEMS.c.folder_id,
-            ).where(ITEMS.c.source_id == self.source.id, cond)
+            select(*_ITEM_ROW).where(ITEMS.c.source_id == self.source.id, cond)
         ).all()
         existing = {row.key: row for row in rows}
-        markers = [
-            o for o in present if o.key.endswith("/") and len(o.key) > len(self.store.prefix)
-        ]
+        markers = [o for o in present if o.key.endswith("/") and self._wanted_marker(o)]
         objs = [o for o in present if self._wanted(o)]
         # The rest of each sidecar group, unchanged: it decides where sidecars belong.
         context = [
@@ -557,23 +557,10 @@ class SyncEngine:
             if r.key not in keys and r.state == "present"
         ]
         context = [o for o in context if self._wanted(o)]
-        fresh: list[ObjectInfo] = []
-        changed: list[tuple[ObjectInfo, Any]] = []
-        sidecars = [(o, existing[o.key]) for o in context if extension(o.key) in SIDECAR_EXTENSIONS]
-        for obj in objs:
-            row = existing.get(obj.key)
-            if row is None:
-                fresh.append(obj)
-            elif row.state != "present" or (
-                row.etag != obj.etag
-                or row.size != obj.size
-                or row.last_modified != obj.last_modified
-            ):
-                changed.append((obj, row))
-            else:
-                self.summary.unchanged += 1
-                if extension(obj.key) in SIDECAR_EXTENSIONS:
-                    sidecars.append((obj, row))
+        fresh, changed, sidecars = self._diff(objs, existing)
+        sidecars += [
+            (o, existing[o.key]) for o in context if extension(o.key) in SIDECAR_EXTENSIONS
+        ]
         if fresh or changed or sidecars or markers:
             self._write(conn, objs + context, fresh, changed, sidecars, markers)
         kept = {o.key for o in objs}
