@@ -248,6 +248,9 @@ class Cli:
             MEDIAMIRROR_DATABASE_URL=self.database_url,
             # Sync alone by default; tests that want post-processing after a sync turn it on.
             MEDIAMIRROR_AUTO_POSTPROCESS="false",
+            # Files the tests write are complete: process them at once (the settle tests
+            # turn waiting on).
+            MEDIAMIRROR_SETTLE_SECONDS="0",
             COLUMNS="100",
         )
         base.update(self.env)

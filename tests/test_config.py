@@ -112,6 +112,26 @@ def test_page_size_must_be_positive(tmp_path: Path, value: str) -> None:
         load_settings(env=env)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0", 0.0), ("25", 25.0), ("12.5", 12.5), ("30000/1001", 30 / 1.001)]
+)
+def test_frame_rate_setting_takes_decimals_and_fractions(
+    tmp_path: Path, text: str, expected: float
+) -> None:
+    env = {"MEDIAMIRROR_HOME": str(tmp_path), "MEDIAMIRROR_TRANSCODE_VFR_FPS": text}
+    assert load_settings(env=env).transcode_vfr_fps == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("nan", "not a valid float"), ("1/0", "not a valid float"), ("-1", "not be negative")],
+)
+def test_bad_frame_rate_setting_is_a_config_error(tmp_path: Path, text: str, reason: str) -> None:
+    env = {"MEDIAMIRROR_HOME": str(tmp_path), "MEDIAMIRROR_TRANSCODE_VFR_FPS": text}
+    with pytest.raises(ConfigError, match=reason):
+        load_settings(env=env)
+
+
 @pytest.mark.parametrize(("text", "expected"), [("yes", True), ("0", False), ("off", False)])
 def test_booleans(tmp_path: Path, text: str, expected: bool) -> None:
     env = {"MEDIAMIRROR_HOME": str(tmp_path), "MEDIAMIRROR_AUTO_POSTPROCESS": text}

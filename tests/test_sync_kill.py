@@ -67,6 +67,17 @@ def item_count(catalog: Catalog) -> int:
         return int(conn.execute(select(func.count()).select_from(ITEMS)).scalar_one())
 
 
+def dead_owner() -> str:
+    """The owner string a process of this machine had before it ended."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from mediamirror.catalog import leases; print(leases.new_owner())"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = proc.communicate()
+    return out.strip()
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -150,9 +161,9 @@ def test_interrupted_sync_records_its_run_and_releases_the_lease(
     assert [(r.state, r.error) for r in runs] == [("error", "interrupted")]
     committed = item_count(catalog)
     assert 0 < committed < LOCAL_KEYS
-    # The figures are what was committed (give or take the page in flight when a signal
-    # lands between COMMIT and the next bytecode).
-    assert abs(runs[0].added - committed) <= 50
+    # The signal only asks to stop; the engine stops between chunks, so the run's figures
+    # are exactly what was committed.
+    assert runs[0].added == runs[0].listed == committed
     with catalog.read() as conn:
         assert conn.execute(select(LEASES)).all() == []
     assert sync(catalog, "big").added == LOCAL_KEYS - committed
@@ -227,7 +238,8 @@ HOST = socket.gethostname()
         pytest.param(lambda: leases.new_owner(), 600, True, id="alive-here"),
         pytest.param(lambda: "elsewhere:4242:abcd1234", 600, True, id="alive-elsewhere"),
         pytest.param(lambda: "elsewhere:4242:abcd1234", -1, False, id="expired"),
-        pytest.param(lambda: f"{HOST}:{dead_pid()}:deadbeef", 600, False, id="dead-here"),
+        pytest.param(lambda: dead_owner(), 600, False, id="dead-here"),
+        pytest.param(lambda: f"{HOST}:{dead_pid()}:deadbeef", 600, True, id="older-format"),
     ],
 )
 def test_who_may_take_the_sync_lease(
@@ -277,11 +289,3 @@ def test_lease_taken_over_after_expiry_and_lost_by_the_old_holder(catalog: Catal
         leases.renew(cat, "x", old, ttl=60)
     with cat.read() as conn:
         assert conn.execute(select(LEASES.c.owner)).scalar_one() == new
-
-
-def test_owner_is_dead_only_for_gone_processes_on_this_host() -> None:
-    assert leases.owner_is_dead(f"{HOST}:{dead_pid()}:x")
-    assert not leases.owner_is_dead(leases.new_owner())
-    assert not leases.owner_is_dead(f"{HOST}:{os.getppid()}:x")
-    assert not leases.owner_is_dead(f"elsewhere:{dead_pid()}:x")
-    assert not leases.owner_is_dead("garbage")

@@ -12,9 +12,10 @@ from typing import Any
 
 import click
 
-from mediamirror import __version__
+from mediamirror import __version__, interrupt
 from mediamirror.config import Settings, load_settings
 from mediamirror.errors import MediamirrorError
+from mediamirror.redact import install_log_filter, redact, remember_env
 from mediamirror.stores import PRESETS
 
 
@@ -39,7 +40,10 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def _err(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    # The last line out of the process: whatever the message quotes (a database URL, a
+    # driver's error), no password, signature or secret value of the environment.
+    remember_env(os.environ)
+    click.echo(f"error: {redact(message)}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,6 +71,8 @@ def cli(
     # credentials are never logged, so these libraries stop at info.
     for name in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    remember_env(os.environ)
+    install_log_filter()
     ctx.obj = Context(settings)
 
 
@@ -112,6 +118,7 @@ def source_add(
     keys in GS_ACCESS_KEY_ID and GS_SECRET_ACCESS_KEY).
     """
     from mediamirror.sources import add_source
+    from mediamirror.stores.output import derived_specs
 
     src = add_source(
         obj.catalog,
@@ -122,6 +129,7 @@ def source_add(
         include=include,
         exclude=exclude,
         check=not no_check,
+        outputs=derived_specs(obj.settings, obj.env),
         **store_options,
     )
     click.echo(f"added source {src.name}: {src.url} -> {src.mount}")
@@ -237,21 +245,28 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]
 def sync(obj: Context, names: tuple[str, ...], quiet: bool) -> None:
     """Sync sources into the catalog: add new keys, update changed ones, mark gone ones
     deleted. Incremental, batched, and safe to interrupt and run again."""
+    with interrupt.handled():
+        for name in names:
+            _sync_one(obj, name, quiet)
+
+
+def _sync_one(obj: Context, name: str, quiet: bool) -> None:
     from mediamirror.sources import sync_source
 
-    for name in names:
-        with _progress(f"sync {name}", quiet) as progress:
-            summary = sync_source(obj.catalog, obj.settings, name, obj.env, progress)
-        click.echo(summary.line())
-        if obj.settings.auto_postprocess:
-            from mediamirror.postprocess import postprocess
-            from mediamirror.services import Services
-            from mediamirror.sources import get_source
+    interrupt.check()
+    with _progress(f"sync {name}", quiet) as progress:
+        summary = sync_source(obj.catalog, obj.settings, name, obj.env, progress)
+    click.echo(summary.line())
+    if obj.settings.auto_postprocess:
+        from mediamirror.postprocess import postprocess
+        from mediamirror.services import Services
+        from mediamirror.sources import get_source
 
-            mount = get_source(obj.catalog, name).mount
-            plan = postprocess(Services(obj.catalog, obj.settings, obj.env), mount)
-            if plan.specs:
-                click.echo(f"{name}: {plan.line()}")
+        interrupt.check()
+        mount = get_source(obj.catalog, name).mount
+        plan = postprocess(Services(obj.catalog, obj.settings, obj.env), mount)
+        if plan.specs or plan.deferred:
+            click.echo(f"{name}: {plan.line()}")
 
 
 # -- browsing --------------------------------------------------------------------------------
@@ -346,15 +361,18 @@ def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool,
     from mediamirror.sources import add_source, list_sources
 
     media = (obj.settings.home_path / "sample-media").resolve()
-    click.echo(f"generating sample media in {media} ...")
-    files = generate_samples(media, large_image_px=large_image_px)
-    click.echo(f"{len(files)} sample files ready")
-    if not any(s.name == "sample" for s in list_sources(obj.catalog)):
-        add_source(obj.catalog, "sample", f"file://{media}", env=obj.env)
     ctx = click.get_current_context()
-    ctx.invoke(sync, names=("sample",), quiet=False)
-    if not no_process:
-        ctx.invoke(worker_command, burst=True, concurrency=None)
+    # Up to the web UI, Ctrl-C stops at safe points; `serve` then has uvicorn's handling.
+    with interrupt.handled():
+        click.echo(f"generating sample media in {media} ...")
+        files = generate_samples(media, large_image_px=large_image_px)
+        interrupt.check()
+        click.echo(f"{len(files)} sample files ready")
+        if not any(s.name == "sample" for s in list_sources(obj.catalog)):
+            add_source(obj.catalog, "sample", f"file://{media}", env=obj.env)
+        ctx.invoke(sync, names=("sample",), quiet=False)
+        if not no_process:
+            ctx.invoke(worker_command, burst=True, concurrency=None)
     click.echo("")
     ctx.invoke(ls, path="/sample", recursive=True, as_json=False)
     click.echo(f"\noutputs: {obj.settings.output_url}")
@@ -394,7 +412,7 @@ def main() -> None:
         # Click turns Ctrl-C into Abort (after a blank line closing the terminal's ^C).
         if _interrupted(exc):
             _err("interrupted")
-            sys.exit(130)
+            sys.exit(interrupt.STOP.exit_code)
         _err("aborted")
         sys.exit(1)
     except click.ClickException as exc:
@@ -405,13 +423,13 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         _err("interrupted")
-        sys.exit(130)
+        sys.exit(interrupt.STOP.exit_code)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
         if _interrupted(exc):
             _err("interrupted")  # e.g. a database driver's error raised while handling Ctrl-C
-            sys.exit(130)
+            sys.exit(interrupt.STOP.exit_code)
         if type(exc).__module__.startswith("sqlalchemy"):
             # The catalog went away mid-command (server down, disk full...): one line.
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()

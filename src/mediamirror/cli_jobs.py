@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from mediamirror.interrupt import STOP, Interrupted, interruptible
 from mediamirror.jobs.status import JobStatus
 
 
@@ -43,6 +43,7 @@ def register(
         help="Datasets still at fps -1 with a MarkForPostProcess key of any value.",
     )
     @pass_ctx
+    @interruptible
     def postprocess(
         obj: Any,
         path: str,
@@ -73,6 +74,7 @@ def register(
     @click.option("--limit", type=click.IntRange(min=1), help="At most N datasets.")
     @click.option("--dry-run", is_flag=True, help="Show what would be queued.")
     @pass_ctx
+    @interruptible
     def reprocess(
         obj: Any,
         path: str,
@@ -192,6 +194,7 @@ def register(
         help="Jobs at once [setting workers; default: CPU count].",
     )
     @pass_ctx
+    @interruptible
     def worker(obj: Any, burst: bool, concurrency: int | None) -> None:
         """Run jobs with the local executor until stopped (Ctrl-C), or with --burst until
         the queue is empty."""
@@ -203,11 +206,8 @@ def register(
             concurrency or settings.worker_count,
             lease_seconds=settings.job_lease_seconds,
         )
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            stats = executor.run(burst=burst, stop=stop)
-        except KeyboardInterrupt:
-            stop.set()
-            raise
+        # SIGTERM and Ctrl-C only set STOP: the loop ends, running jobs go back to the queue.
+        stats = executor.run(burst=burst, stop=STOP)
+        if STOP.signum == signal.SIGINT:
+            raise Interrupted(signal.SIGINT)  # SIGTERM is how a worker is stopped: exit 0
         click.echo(stats.line())

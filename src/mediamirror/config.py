@@ -14,12 +14,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mediamirror.errors import ConfigError
+from mediamirror.redact import remember
 
 ENV_PREFIX = "MEDIAMIRROR_"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -79,6 +81,11 @@ class Settings:
     )
     transcode_preset: str = _setting("medium", "x264 preset used when transcoding videos.")
     transcode_crf: int = _setting(22, "x264 constant rate factor used when transcoding videos.")
+    transcode_vfr_fps: float = _setting(
+        0.0,
+        "Frame rate a variable-frame-rate video is transcoded to (e.g. 30 or 30000/1001), "
+        "so that frame N is shown at N / fps. 0 means the stream's real rate.",
+    )
     pyramid_max_dimension: int = _setting(
         0, "Largest width or height of a pyramid; bigger images are scaled down. 0: no cap."
     )
@@ -100,6 +107,26 @@ class Settings:
         5,
         "Frames of an image sequence arriving by bucket events queue its post-processing "
         "once none arrived for this many seconds; 0 queues it at every frame.",
+    )
+    # Reliability: store faults and files still being written.
+    store_connect_timeout: int = _setting(
+        5, "Seconds to wait for an S3 endpoint to accept a connection before retrying."
+    )
+    store_read_timeout: int = _setting(
+        60,
+        "Seconds an S3 request may wait for the next bytes of an answer before it is retried; "
+        "a stalled endpoint fails after this instead of hanging.",
+    )
+    store_max_attempts: int = _setting(
+        5,
+        "Attempts of one S3 request (the first one included) on a 500, 503, throttling, "
+        "reset connection or timeout, with exponential backoff, before the operation fails.",
+    )
+    settle_seconds: int = _setting(
+        3,
+        "A file of a local-directory source modified less than this many seconds ago may "
+        "still be being written: it is catalogued, but its post-processing waits for a later "
+        "sync (the dataset stays marked MarkForPostProcess). 0 processes it at once.",
     )
     sections: Mapping[str, Any] = field(
         default_factory=dict,
@@ -164,8 +191,13 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return int(value)
+        if kind_name == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            # Through Fraction: accepts "30000/1001" and refuses nan and inf.
+            return float(Fraction(str(value).strip()))
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ZeroDivisionError):
         raise ConfigError(f"setting {name!r}: {value!r} is not a valid {kind_name}") from None
 
 
@@ -177,6 +209,7 @@ def expand_vars(value: Any, env: Mapping[str, str], where: str = "config.yaml") 
             var = match.group(1)
             if var not in env:
                 raise ConfigError(f"{where}: ${{{var}}} is used but not set in the environment")
+            remember(env[var], var)  # shown as ${VAR} wherever it would leave the process
             return env[var]
 
         return _VAR.sub(repl, value)
@@ -230,4 +263,10 @@ def load_settings(
     settings = Settings(**values, sections=sections)
     if settings.sync_page_size < 1 or settings.sync_lease_seconds < 1:
         raise ConfigError("sync_page_size and sync_lease_seconds must be positive")
+    if min(settings.store_connect_timeout, settings.store_read_timeout) < 1:
+        raise ConfigError("store_connect_timeout and store_read_timeout must be positive")
+    if settings.store_max_attempts < 1 or settings.settle_seconds < 0:
+        raise ConfigError("store_max_attempts must be positive and settle_seconds not negative")
+    if settings.transcode_vfr_fps < 0:
+        raise ConfigError("transcode_vfr_fps must not be negative (0 means the real rate)")
     return settings

@@ -7,6 +7,8 @@ Each class carries the HTTP status an API handler should answer with.
 
 from __future__ import annotations
 
+from mediamirror.redact import redact
+
 
 class MediamirrorError(Exception):
     """Root of every error mediamirror raises on purpose."""
@@ -14,6 +16,9 @@ class MediamirrorError(Exception):
     status: int = 500
 
     def __init__(self, message: str) -> None:
+        # Every message may reach a user, a log or the catalog: none carries a secret
+        # (a URL's password or signature, a value from the environment).
+        message = redact(message)
         super().__init__(message)
         self.message = message
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from mediamirror import interrupt
 from mediamirror.catalog.meta import clear_marks
 from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.catalog.tree import folder_row, normalize_path
@@ -18,6 +19,7 @@ from mediamirror.jobs.queue import JobSpec, enqueue
 from mediamirror.processing.processors import for_dataset, registry
 from mediamirror.processing.processors.base import Dataset, ItemRef
 from mediamirror.services import Services
+from mediamirror.settle import settled
 
 _BATCH = 500
 
@@ -29,10 +31,13 @@ class Planned:
     datasets: list[str] = field(default_factory=list)
     specs: list[JobSpec] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # files still being written
 
     def line(self) -> str:
         already = len(self.specs) - len(self.queued)
         extra = f" ({already} already queued or running)" if already else ""
+        if self.deferred:
+            extra += f"; {len(self.deferred)} dataset(s) wait for files still being written"
         return f"queued {len(self.queued)} job(s) for {len(self.datasets)} dataset(s){extra}"
 
 
@@ -61,6 +66,7 @@ def _datasets(
             rows.insert(0, root)
     rows = rows[:limit] if limit is not None else rows
     for i in range(0, len(rows), _BATCH):
+        interrupt.check()  # a safe point: nothing is queued until every dataset is read
         chunk = rows[i : i + _BATCH]
         items: dict[int, list[ItemRef]] = {r.id: [] for r in chunk}
         with services.catalog.read() as conn:
@@ -111,7 +117,9 @@ def postprocess(
     args = {"skip_transcoding": True} if skip_transcoding else {}
     picked: list[int] = []
     wanted = pending if only_pending else marked
-    for ds in _datasets(services, path, recursive, wanted, limit):
+    found = _datasets(services, path, recursive, wanted, limit)
+    # Deferred datasets keep their mark: a later sync queues them once their files settle.
+    for ds in settled(services.catalog, found, settings.settle_seconds, plan.deferred):
         plan.datasets.append(ds.path)
         picked.append(ds.id)
         for proc in for_dataset(settings, ds):

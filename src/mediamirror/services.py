@@ -10,12 +10,14 @@ from typing import Any
 from sqlalchemy import select
 
 from mediamirror.catalog.db import Catalog
-from mediamirror.catalog.models import Source
+from mediamirror.catalog.models import SOURCES, Source
 from mediamirror.config import Settings
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import RetryPolicy
+from mediamirror.redact import remember_env
 from mediamirror.stores import ReadOnlyStore
 from mediamirror.stores.output import OutputStore
+from mediamirror.stores.timeouts import StoreTimeouts
 
 
 @dataclass
@@ -28,6 +30,10 @@ class Services:
     _stores: dict[Any, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        # Jobs and the API run with this environment: its secrets never leave in a message.
+        remember_env(self.env)
+
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.settings.job_max_attempts, self.settings.retry_intervals)
@@ -39,24 +45,40 @@ class Services:
             return self._stores[key]
 
     def source(self, source_id: int) -> Source:
-        def load() -> Source:
-            with self.catalog.session(write=False) as session:
-                src = session.get(Source, source_id)
-            if src is None:
-                raise NotFoundError(f"source {source_id} no longer exists")
-            return src
-
-        result: Source = self._cached(("source-row", source_id), load)
-        return result
+        """The source's row as it is now: read on every call (one primary-key lookup),
+        never cached. Another process may have removed, edited or re-added it, and on
+        SQLite a new source can get the id of a removed one."""
+        with self.catalog.read() as conn:
+            row = conn.execute(select(SOURCES).where(SOURCES.c.id == source_id)).first()
+        if row is None:
+            raise NotFoundError(f"source {source_id} no longer exists")
+        return Source(**row._mapping)
 
     def source_store(self, source_id: int) -> ReadOnlyStore:
-        from mediamirror.sources import source_store
+        """The source's store, cached by the source's never-reused uid and by what the
+        store is opened from, so a re-added or edited source never gets the old one."""
+        from mediamirror.sources import source_store, spec_of
 
         src = self.source(source_id)
-        store: ReadOnlyStore = self._cached(
-            ("source", source_id), lambda: source_store(src, self.env)
-        )
-        return store
+        key = ("source", src.uid, repr(spec_of(src)))
+        with self._lock:
+            cached: ReadOnlyStore | None = self._stores.get(key)
+        if cached is not None:
+            return cached
+        store = source_store(src, self.env, timeouts=StoreTimeouts.from_settings(self.settings))
+        self._forget_stale_sources(src.uid)
+        with self._lock:
+            result: ReadOnlyStore = self._stores.setdefault(key, store)
+        return result
+
+    def _forget_stale_sources(self, uid: str) -> None:
+        """Drop the stores of removed sources and the older stores of ``uid`` (edited)."""
+        with self.catalog.read() as conn:
+            alive = set(conn.execute(select(SOURCES.c.uid)).scalars())
+        with self._lock:
+            for key in [k for k in self._stores if isinstance(k, tuple) and k[0] == "source"]:
+                if key[1] == uid or key[1] not in alive:
+                    del self._stores[key]
 
     def _source_specs(self) -> list[Any]:
         from mediamirror.sources import spec_of
@@ -70,6 +92,7 @@ class Services:
             lambda: OutputStore.from_url(
                 self.settings.output_url,
                 self.env,
+                timeouts=StoreTimeouts.from_settings(self.settings),
                 endpoint_url=self.settings.output_endpoint_url,
                 sources=self._source_specs(),
             ),
@@ -85,6 +108,7 @@ class Services:
             lambda: OutputStore.from_url(
                 url,
                 self.env,
+                timeouts=StoreTimeouts.from_settings(self.settings),
                 endpoint_url=self.settings.output_endpoint_url,
                 sources=self._source_specs(),
             ),

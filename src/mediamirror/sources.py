@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -14,6 +14,8 @@ from mediamirror.catalog.models import FOLDERS, SOURCES, SYNC_RUNS, Source, utcn
 from mediamirror.config import Settings
 from mediamirror.errors import ConfigError, ConflictError, MediamirrorError, NotFoundError
 from mediamirror.stores import ReadOnlyStore, StoreSpec, open_store, parse_spec
+from mediamirror.stores.output import check_apart
+from mediamirror.stores.timeouts import StoreTimeouts
 from mediamirror.sync.engine import SyncEngine, SyncSummary
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -54,9 +56,14 @@ def spec_of(source: Source) -> StoreSpec:
     )
 
 
-def source_store(source: Source, env: Mapping[str, str], page_size: int = 1000) -> ReadOnlyStore:
+def source_store(
+    source: Source,
+    env: Mapping[str, str],
+    page_size: int = 1000,
+    timeouts: StoreTimeouts | None = None,
+) -> ReadOnlyStore:
     """The source's store, read side only."""
-    return ReadOnlyStore(open_store(spec_of(source), env, page_size=page_size))
+    return ReadOnlyStore(open_store(spec_of(source), env, page_size=page_size, timeouts=timeouts))
 
 
 def add_source(
@@ -69,9 +76,12 @@ def add_source(
     include: str | None = None,
     exclude: str | None = None,
     check: bool = True,
+    outputs: Sequence[StoreSpec] = (),
     **store_options: Any,
 ) -> Source:
-    """Register a source after checking that its store can be listed."""
+    """Register a source after checking that its store can be listed and that it
+    overlaps none of ``outputs`` (the stores derived files go to: see
+    :func:`mediamirror.stores.output.derived_specs`)."""
     if not _NAME.match(name):
         raise ConfigError(
             f"source name {name!r} must start with a letter or digit and use only "
@@ -96,6 +106,7 @@ def add_source(
         exclude=_compile(exclude, "exclude"),
         options={},
     )
+    check_apart(spec, outputs)  # after the plain validation: those errors are simpler
     with catalog.session() as session:
         if session.scalar(select(Source.id).where(Source.name == name)) is not None:
             raise ConflictError(f"a source named {name!r} already exists")
@@ -148,7 +159,9 @@ def sync_source(
     """Run one incremental sync of a source."""
     source = get_source(catalog, name)
     try:
-        store = source_store(source, env, settings.sync_page_size)
+        store = source_store(
+            source, env, settings.sync_page_size, StoreTimeouts.from_settings(settings)
+        )
     except MediamirrorError as exc:
         # E.g. a credential variable missing: record it where people look for sync runs.
         _record_failed_run(catalog, source.id, str(exc))

@@ -175,13 +175,16 @@ def test_session_cookie_is_http_only_secure_strict_and_signs_in(any_api: Deploym
     assert value == dep.viewer_token
     # httpx (like a browser on plain HTTP to another host) keeps Secure cookies for HTTPS,
     # so the cookie is sent by hand, as a browser on 127.0.0.1 does.
-    browser = dep.client(headers={"Cookie": f"mm_session={value}"})
+    # A browser sends its page's Origin with every change (cross-site ones are refused).
+    browser = dep.client(headers={"Cookie": f"mm_session={value}", "Origin": dep.url})
     assert browser.get("/api/v1/session").json()["role"] == "viewer"
     assert browser.get("/api/v1/folders").status_code == 200
     assert_error(browser.post(f"/api/v1/jobs/{MISSING['job_id']}/retry"), 403)
 
     admin = dep.anon.post("/api/v1/session", json={"token": dep.admin_token})
-    admin_browser = dep.client(headers={"Cookie": f"mm_session={cookie_of(admin)[0]}"})
+    admin_browser = dep.client(
+        headers={"Cookie": f"mm_session={cookie_of(admin)[0]}", "Origin": dep.url}
+    )
     assert_error(admin_browser.post(f"/api/v1/jobs/{MISSING['job_id']}/retry"), 404)
 
 

@@ -3,15 +3,31 @@ tiles, checked pixel by pixel against the source image, and every refusal."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import pyvips
+from sqlalchemy import select
 
+from faults import FaultProxy
+from helpers import Cli, S3Bucket, S3Server
+from mediamirror.catalog.db import Catalog
+from mediamirror.catalog.meta import update_meta
+from mediamirror.catalog.models import ITEMS
+from mediamirror.config import load_settings
 from mediamirror.processing.pyramid import make_pyramid
+from mediamirror.services import Services
+from mediamirror.web.app import create_app
 
-from .support import Deployment, assert_error, serve_copy
+from .support import Deployment, InProcessServer, assert_error, serve_copy, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 SLIDE = "/sample/large/Large image slide.tif"
@@ -191,3 +207,168 @@ def test_a_pyramid_made_again_is_served_anew(api: Deployment, tmp_path: Path) ->
 
         assert_error(web.get(f"/iiif/3/{fid}/info.json"), 404, "missing")
         assert_error(web.get(f"/iiif/3/{fid}/full/64,/0/default.jpg"), 404, "missing")
+
+
+# -- pyramids in an S3 output store ------------------------------------------------------------
+
+#: Enough ``..`` to climb from the IIIF cache (<home>/cache/pyramids/pyramids/<source>/) to
+#: the folder that holds the data directory.
+ESCAPING_KEY = "../../../../../escape/b.tif"
+
+
+def plain_tiff(path: Path, level: int) -> Path:
+    """A 300 x 200 RGB image of one grey ``level`` (tiles show which image they came from)."""
+    (pyvips.Image.black(300, 200, bands=3) + level).cast("uchar").tiffsave(str(path))
+    return path
+
+
+@dataclass
+class S3Pyramids:
+    """A catalog whose source and output store are both buckets on the S3 API server."""
+
+    root: Path
+    cli: Cli
+    catalog: Catalog
+    source: S3Bucket
+    output: S3Bucket
+    token: str
+
+    def folder_of(self, key: str) -> int:
+        with self.catalog.read() as conn:
+            return int(
+                conn.execute(select(ITEMS.c.folder_id).where(ITEMS.c.key == key)).scalar_one()
+            )
+
+    @contextmanager
+    def serving(self, endpoint: str | None = None) -> Iterator[httpx.Client]:
+        """The app in-process, reading the output store through ``endpoint``."""
+        env = self.cli.environ({"MEDIAMIRROR_OUTPUT_ENDPOINT_URL": endpoint} if endpoint else None)
+        app = create_app(Services(self.catalog, load_settings(env=env), env), worker=False)
+        auth = {"Authorization": f"Bearer {self.token}"}
+        with (
+            InProcessServer(app).running() as server,
+            httpx.Client(base_url=server.url, headers=auth, timeout=60) as web,
+        ):
+            yield web
+
+    def outside_home(self) -> list[str]:
+        home = self.cli.home
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.is_relative_to(home)
+        )
+
+    def process(self) -> None:
+        """Sync (queuing post-processing) and run the queued jobs."""
+        self.cli.run("sync", "src", env={"MEDIAMIRROR_AUTO_POSTPROCESS": "true"})
+        assert "error" not in self.cli.run("worker", "--burst", timeout=120).stdout
+
+
+@pytest.fixture(scope="module")
+def s3_pyramids(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, s3_client: Any
+) -> Iterator[S3Pyramids]:
+    root = tmp_path_factory.mktemp("s3-pyramids")
+    source, output = S3Bucket(s3_server, s3_client), S3Bucket(s3_server, s3_client)
+    source.put("ok/a.tif", plain_tiff(root / "a.tif", 40).read_bytes())
+    source.put(ESCAPING_KEY, plain_tiff(root / "b.tif", 200).read_bytes())
+    url = f"sqlite:///{root / 'catalog.db'}"
+    cli = Cli(
+        home=root / "home",
+        database_url=url,
+        env={
+            "MEDIAMIRROR_LARGE_IMAGE_BYTES": "1",
+            "MEDIAMIRROR_OUTPUT_STORE": output.url("derived"),
+            "MEDIAMIRROR_OUTPUT_ENDPOINT_URL": s3_server.endpoint,
+        },
+    )
+    cli.run("source", "add", "src", source.url(), *source.cli_options)
+    token = cli.run("token", "create", "--role", "viewer", "--name", "v").stdout.strip()
+    catalog = Catalog(url)
+    lab = S3Pyramids(root, cli, catalog, source, output, token)
+    lab.process()
+    yield lab
+    catalog.close()
+
+
+def tile_level(web: httpx.Client, folder_id: int) -> float:
+    response = web.get(f"/iiif/3/{folder_id}/full/64,/0/default.png")
+    assert response.status_code == 200, response.text
+    return float(decode(response.content).avg())
+
+
+def test_an_s3_pyramid_of_a_dot_dot_key_stays_in_the_data_directory(
+    s3_pyramids: S3Pyramids,
+) -> None:
+    lab = s3_pyramids
+    before = lab.outside_home()
+
+    with lab.serving() as web:
+        assert tile_level(web, lab.folder_of(ESCAPING_KEY)) == pytest.approx(200, abs=1)
+        assert tile_level(web, lab.folder_of("ok/a.tif")) == pytest.approx(40, abs=1)
+
+    assert lab.outside_home() == before
+    cached = [p for p in (lab.cli.home / "cache").rglob("*") if p.is_file()]
+    assert len(cached) >= 2
+    assert all(p.is_relative_to(lab.cli.home / "cache" / "pyramids") for p in cached)
+    stored = lab.output.keys()
+    assert not any(k.startswith("derived/pyramids/src/../") for k in stored), stored
+
+
+def test_a_pyramid_path_that_climbs_out_is_refused(s3_pyramids: S3Pyramids) -> None:
+    """An output path recorded with ``..`` segments (as an older catalog could hold) is
+    never fetched into a path outside the cache."""
+    lab = s3_pyramids
+    fid = lab.folder_of(ESCAPING_KEY)
+    climbing = "pyramids/src/../../../../../escape/b.tif"
+    lab.output.put(f"derived/{climbing}", plain_tiff(lab.root / "c.tif", 90).read_bytes())
+    saved = update_meta(lab.catalog, fid, lambda meta: None)
+    assert saved is not None
+    try:
+        update_meta(lab.catalog, fid, lambda meta: meta["outputs"].update(pyramid=climbing))
+        before = lab.outside_home()
+        with lab.serving() as web:
+            response = web.get(f"/iiif/3/{fid}/full/64,/0/default.png")
+        assert response.status_code >= 400
+        assert lab.outside_home() == before
+    finally:
+        update_meta(lab.catalog, fid, lambda meta: meta.update(saved))
+
+
+def test_a_reprocessed_s3_pyramid_is_served_anew(s3_pyramids: S3Pyramids) -> None:
+    lab = s3_pyramids
+    fid = lab.folder_of("ok/a.tif")
+    with lab.serving() as web:
+        assert tile_level(web, fid) == pytest.approx(40, abs=1)
+
+        lab.source.put("ok/a.tif", plain_tiff(lab.root / "a2.tif", 160).read_bytes())
+        lab.process()
+
+        assert tile_level(web, fid) == pytest.approx(160, abs=1)
+    copies = [p.name for p in (lab.cli.home / "cache").rglob("a.tif.tif@*")]
+    assert len(copies) == 1, "the copy of the earlier version is dropped"
+
+
+def test_a_stalled_pyramid_download_does_not_hold_up_other_images(
+    s3_pyramids: S3Pyramids, s3_server: S3Server
+) -> None:
+    lab = s3_pyramids
+    shutil.rmtree(lab.cli.home / "cache", ignore_errors=True)
+    stalled, other = lab.folder_of("ok/a.tif"), lab.folder_of(ESCAPING_KEY)
+    answers: list[int] = []
+    with FaultProxy(s3_server.endpoint) as proxy, lab.serving(proxy.endpoint) as web:
+        proxy.stall(600, times=None, method="GET", path=r"/ok/a\.tif\.tif$")
+
+        def fetch_stalled() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                answers.append(web.get(f"/iiif/3/{stalled}/full/64,/0/default.png").status_code)
+
+        waiting = threading.Thread(target=fetch_stalled, daemon=True)
+        waiting.start()
+        wait_for(lambda: proxy.faulted, what="the download of the first pyramid to stall")
+
+        assert tile_level(web, other) == pytest.approx(200, abs=1)
+        assert waiting.is_alive() and not answers, "the first download is still stalled"
+    waiting.join(120)
+    assert not waiting.is_alive()

@@ -113,4 +113,79 @@ def test_gcs_push_body_errors(sqlite_service: Service, s3_bucket: S3Bucket) -> N
     assert svc.post("gcs", good).status_code == 401
     unknown = gcs_push(s3_bucket.name, "k.mp4", "OBJECT_SOMETHING_NEW", 1)
     assert outcomes(svc.post("gcs", unknown, token=token)) == ["ignored"]
-    assert [e.outcome for e in svc.events()] == ["rejected"] * 5 + ["ignored"]
+    assert [e.outcome for e in svc.events()] == ["ignored"]
+    refused = svc.get("events/refusals", svc.viewer_token()).json()["refusals"]
+    assert {r["reason"]: r["count"] for r in refused} == {
+        "malformed body": 4,
+        "no valid push token": 1,
+    }
+
+
+def test_an_absurd_generation_does_not_block_the_next_one(
+    service: Service, s3_bucket: S3Bucket
+) -> None:
+    sid = gcs_source(service, s3_bucket)
+    token = service.push_token("gcs")
+    key, b = "field/clip.mp4", s3_bucket.name
+    s3_bucket.put(key, b"generation one")
+    absurd = gcs_push(b, key, "OBJECT_FINALIZE", 10**20 - 1, metageneration=10**12 - 1)
+    assert outcomes(service.post("gcs", absurd, token=token)) == ["applied"]
+
+    s3_bucket.put(key, b"generation two, longer")
+    resp = service.post("gcs", gcs_push(b, key, "OBJECT_FINALIZE", 300), token=token)
+
+    assert outcomes(resp) == ["applied"]
+    assert service.items_of(sid)[key].size == len(b"generation two, longer")
+    # Within that generation, order holds: its late duplicate and an older update.
+    resp = service.post("gcs", gcs_push(b, key, "OBJECT_FINALIZE", 300), token=token)
+    assert outcomes(resp) == ["duplicate"]
+    s3_bucket.delete(key)
+    resp = service.post("gcs", gcs_push(b, key, "OBJECT_DELETE", 300), token=token)
+    assert outcomes(resp) == ["applied"]
+    late = gcs_push(b, key, "OBJECT_METADATA_UPDATE", 300, metageneration=2)
+    assert outcomes(service.post("gcs", late, token=token)) == ["stale"]
+    assert service.items_of(sid)[key].state == "deleted"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "error"),
+    [
+        ("objectGeneration", "12abc", "objectGeneration '12abc' is not an integer"),
+        ("objectGeneration", "-5", "objectGeneration '-5' is not an integer"),
+        ("objectGeneration", "1" * 21, "objectGeneration 111111111111111111111... is out of"),
+        ("objectId", "k" * 1025, "objectId is longer than 1024 bytes"),
+        ("objectId", "a\x00b.mp4", "objectId contains a NUL character"),
+        ("bucketId", "b\ud800", "bucketId is not valid Unicode text"),
+    ],
+)
+def test_gcs_attributes_that_cannot_be_ordered_or_stored_are_refused(
+    sqlite_service: Service, s3_bucket: S3Bucket, attribute: str, value: str, error: str
+) -> None:
+    svc = sqlite_service
+    gcs_source(svc, s3_bucket)
+    token = svc.push_token("gcs")
+    body = gcs_push(s3_bucket.name, "k.mp4", "OBJECT_FINALIZE", 1)
+    body["message"]["attributes"][attribute] = value
+
+    resp = svc.post("gcs", body, token=token)
+
+    assert resp.status_code == 400, resp.text
+    assert error in resp.json()["error"]
+    assert svc.items() == {}
+
+
+def test_a_metageneration_wider_than_its_field_is_refused(
+    sqlite_service: Service, s3_bucket: S3Bucket
+) -> None:
+    """A wider number would make a longer ordering key, newer than every real one."""
+    svc = sqlite_service
+    gcs_source(svc, s3_bucket)
+    token = svc.push_token("gcs")
+    s3_bucket.put("k.mp4")
+    body = gcs_push(s3_bucket.name, "k.mp4", "OBJECT_FINALIZE", 1, metageneration=10**12)
+
+    resp = svc.post("gcs", body, token=token)
+
+    assert resp.status_code == 400, resp.text
+    assert "metageneration 1000000000000... is out of range" in resp.json()["error"]
+    assert svc.items() == {}

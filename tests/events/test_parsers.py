@@ -104,3 +104,54 @@ def test_gcs_push_attributes() -> None:
     (ev,) = gcs.parse(gcs_push("b", "raw name+%20.mp4", "OBJECT_DELETE", 42, metageneration=3))
     assert (ev.bucket, ev.key, ev.action) == ("b", "raw name+%20.mp4", Action.REMOVED)
     assert ev.sequencer == gcs_sequencer(42, "OBJECT_DELETE", 3)
+
+
+def test_a_bad_record_is_invalid_on_its_own() -> None:
+    bad = s3_record("bkt", "k.mp4", sequencer="F" * 33)
+    good = s3_record("bkt", "k.mp4", sequencer="F" * 32)
+    first, second = s3.parse(s3_event(bad, good))
+    assert first.invalid is not None
+    assert "longer than 32 hexadecimal digits" in first.invalid
+    assert (first.bucket, first.key, first.event_type) == ("", "", "ObjectCreated:Put")
+    assert (second.invalid, second.sequencer) == (None, "F" * 32)
+    # Nothing usable at all: the delivery is refused as a whole.
+    with pytest.raises(EventRejected, match="longer than 32 hexadecimal digits"):
+        s3.parse(s3_event(bad))
+    number = s3_record("bkt", "k.mp4")
+    number["s3"]["object"]["sequencer"] = 12345
+    with pytest.raises(EventRejected, match="is not a hexadecimal string"):
+        s3.parse(s3_event(number))
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("a%00b", "contains a NUL character"),
+        ("\ud800", "is not valid Unicode text"),
+        ("%E2%82", "is not UTF-8 once decoded"),
+        ("k" * 1025, "longer than 1024 bytes"),
+        ("%C3%A9" * 513, "longer than 1024 bytes"),  # 513 characters, 1,026 bytes
+        ("%41" * 4000, "longer than 1024 bytes"),  # refused before decoding
+    ],
+)
+def test_keys_no_bucket_could_hold_are_refused(raw: str, error: str) -> None:
+    with pytest.raises(EventRejected, match=error):
+        s3.decode_key(raw)
+
+
+def test_keys_up_to_the_bucket_limit_are_accepted() -> None:
+    assert s3.decode_key("%C3%A9" * 512) == "é" * 512
+    assert s3.decode_key("k" * 1024) == "k" * 1024
+
+
+def test_gcs_ordering_keys_keep_their_width() -> None:
+    widest = gcs_sequencer(10**20 - 1, "OBJECT_DELETE", 10**12 - 1)
+    assert len(widest) == len(gcs_sequencer(0, "OBJECT_FINALIZE", 0))
+    for generation, metageneration in ((10**20, 1), (1, 10**12), (-1, 1)):
+        with pytest.raises(EventRejected, match="out of range"):
+            gcs_sequencer(generation, "OBJECT_FINALIZE", metageneration)
+
+
+def test_a_test_event_names_only_a_storable_bucket() -> None:
+    (ev,) = s3.parse({**s3_test_event("b"), "Bucket": "b\x00"})
+    assert ev.bucket == ""

@@ -5,9 +5,13 @@ sync``)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import Cli, S3Bucket
 
@@ -321,3 +325,160 @@ def test_keys_applied_during_a_sync_are_read_again_after_it(
         lambda: service.items()["live/clip.mp4"].state == "present", what="the re-read"
     )
     assert [e.outcome for e in service.events()] == ["applied"]  # re-reads are not events
+
+
+# -- bad input is a 4xx, never a 500 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\n", "\x7f", " "])
+def test_a_control_character_in_the_sns_certificate_url_is_refused(
+    sqlite_service: Service, s3_bucket: S3Bucket, sns: SnsPeer, char: str
+) -> None:
+    svc = sqlite_service
+    svc.add_bucket_source("src", s3_bucket)
+    token = svc.push_token("src")
+    good = sns.notification(s3_event(s3_record(s3_bucket.name, "k.mp4", sequencer="01")))
+    # Still matching the trusted pattern: only the character makes it unusable.
+    forged = {**good, "SigningCertURL": good["SigningCertURL"] + char + "x"}
+
+    resp = svc.post("sns", forged, token=token)
+
+    assert resp.status_code == 401, resp.text
+    assert "untrusted SNS SigningCertURL" in resp.json()["error"]
+    assert svc.items() == {}
+
+
+def test_json_nested_too_deeply_is_400(
+    sqlite_service: Service, s3_bucket: S3Bucket, sns: SnsPeer
+) -> None:
+    from .support import gcs_push
+
+    svc = sqlite_service
+    svc.add_bucket_source("src", s3_bucket)
+    gcs = svc.add_source("g", f"gs://{s3_bucket.name}/", endpoint_url=s3_bucket.server.endpoint)
+    token, gcs_token = svc.push_token("src"), svc.push_token(gcs.name)
+    deep = "[" * 100_000
+    # The body itself, an SNS Message inside a signed envelope, and a Pub/Sub data field.
+    envelope = sns.sign({**sns.notification({}), "Message": deep})
+    gcs_body = gcs_push(s3_bucket.name, "k.mp4", "OBJECT_FINALIZE", 1)
+    gcs_body["message"]["data"] = base64.b64encode(deep.encode()).decode()
+    for channel, content, push_token in [
+        ("s3", deep.encode(), token),
+        ("minio", b'{"Records": ' + deep.encode(), token),
+        ("sns", json.dumps(envelope).encode(), token),
+        ("gcs", json.dumps(gcs_body).encode(), gcs_token),
+    ]:
+        resp = svc.post(channel, content=content, token=push_token)
+        assert resp.status_code == 400, (channel, resp.status_code, resp.text)
+        error = resp.json()["error"]
+        assert "nested too deeply" in error or "not base64-encoded JSON" in error, error
+    assert svc.items() == {}
+
+
+# -- fuzzing: whatever a sender posts, never a server error --------------------------------------
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_text_or_any = st.one_of(st.text(max_size=40), _json)
+_s3_records = st.fixed_dictionaries(
+    {
+        "Records": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "eventName": st.sampled_from(["ObjectCreated:Put", "ObjectRemoved:Delete"])
+                    | _text_or_any,
+                    "eventTime": _text_or_any,
+                    "s3": st.fixed_dictionaries(
+                        {
+                            "bucket": st.fixed_dictionaries({"name": _text_or_any}),
+                            "object": st.fixed_dictionaries(
+                                {"key": _text_or_any},
+                                optional={"sequencer": _text_or_any, "size": _text_or_any},
+                            ),
+                        }
+                    )
+                    | _json,
+                }
+            ),
+            max_size=3,
+        )
+    },
+    optional={"EventName": _text_or_any, "Key": _text_or_any},
+)
+_sns = st.fixed_dictionaries(
+    {
+        "Type": st.sampled_from(["Notification", "SubscriptionConfirmation"]) | _text_or_any,
+        "TopicArn": _text_or_any,
+        "Message": _text_or_any,
+        "SignatureVersion": st.sampled_from(["1", "2"]) | _text_or_any,
+        "Signature": _text_or_any,
+        "SigningCertURL": st.text(max_size=60) | st.just("{cert}") | st.just("{cert}\x00"),
+    },
+    optional={"SubscribeURL": _text_or_any, "Timestamp": _text_or_any, "MessageId": _text_or_any},
+)
+_gcs = st.fixed_dictionaries(
+    {
+        "message": st.fixed_dictionaries(
+            {
+                "attributes": st.dictionaries(
+                    st.sampled_from(["eventType", "bucketId", "objectId", "objectGeneration"]),
+                    _text_or_any,
+                )
+                | _json,
+                "data": _json.map(lambda v: base64.b64encode(json.dumps(v).encode()).decode())
+                | _text_or_any,
+            }
+        )
+        | _json
+    }
+)
+_bodies = st.one_of(
+    st.binary(max_size=300),
+    st.integers(1, 100_000).map(lambda n: b"[" * n),
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.one_of(_s3_records, _sns, _gcs).map(lambda v: json.dumps(v).encode()),
+)
+
+
+def test_no_push_body_makes_a_server_error(
+    sqlite_service: Service, s3_bucket: S3Bucket, sns: SnsPeer
+) -> None:
+    """Generated bodies (JSON of any shape, bytes, S3/SNS/GCS-shaped documents with wrong
+    types) on every push endpoint, with and without the source's token: never a 5xx."""
+    svc = sqlite_service
+    svc.add_bucket_source("src", s3_bucket)
+    gcs = svc.add_source("g", f"gs://{s3_bucket.name}/", endpoint_url=s3_bucket.server.endpoint)
+    tokens = {"s3": svc.push_token("src"), "gcs": svc.push_token(gcs.name)}
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        channel=st.sampled_from(["s3", "minio", "sns", "gcs"]),
+        authenticated=st.booleans(),
+        body=_bodies,
+    )
+    def push(channel: str, authenticated: bool, body: bytes) -> None:
+        token = tokens["gcs" if channel == "gcs" else "s3"] if authenticated else None
+        # A certificate URL the service trusts, so the signature check itself is reached.
+        body = body.replace(b"{cert}", sns.cert_url().encode())
+        resp = svc.post(channel, content=body, token=token)
+        assert resp.status_code < 500, (channel, body[:300], resp.status_code, resp.text)
+
+    push()

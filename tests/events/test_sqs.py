@@ -72,7 +72,8 @@ def test_bucket_events_through_sqs(
     assert (item.state, item.size) == ("present", 5)
     dataset = service.folder_of(source.id, key)
     assert dataset.path == "/src/drop/Video new clip+1.mp4"
-    assert service.jobs_of(dataset.id), "post-processing was not queued"
+    # Jobs are queued just after the item's transaction commits: wait, do not race it.
+    service.wait_for(lambda: service.jobs_of(dataset.id), what="post-processing to be queued")
     service.wait_for(lambda: in_flight(sqs, url) == 0, what="the messages to be deleted")
 
     s3_bucket.delete(key)
@@ -149,3 +150,33 @@ def test_messages_stay_queued_while_the_store_cannot_be_read(
     )
     assert "does not exist" in errors[0].detail
     assert in_flight(sqs, url) == 1  # kept for another attempt
+
+
+def test_a_poison_message_does_not_hold_back_the_queue(
+    catalog_url: str, start: Any, s3_server: S3Server, s3_bucket: S3Bucket
+) -> None:
+    """Messages that once made the consumer fail (JSON nested beyond the parser's depth,
+    a key the catalog cannot store) are rejected and deleted; the others are applied."""
+    sqs = sqs_client(s3_server)
+    url, _ = new_queue(sqs)
+    service = consuming(start, catalog_url, s3_server, url)
+    service.add_bucket_source("src", s3_bucket)
+    s3_bucket.put("ok/clip.mp4")
+
+    def record(key: str) -> dict[str, Any]:
+        return {
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": s3_bucket.name}, "object": {"key": key}},
+        }
+
+    sqs.send_message(QueueUrl=url, MessageBody="[" * 100_000)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [record("a%00b.mp4")]}))
+    both = {"Records": [record("bad%00clip.mp4"), record("ok/clip.mp4")]}
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(both))
+
+    service.wait_for(lambda: "ok/clip.mp4" in service.items(), what="the good record")
+    service.wait_for(lambda: in_flight(sqs, url) == 0, what="every message to be deleted")
+    assert set(service.items()) == {"ok/clip.mp4"}
+    rejected = [e for e in service.events() if e.outcome == "rejected"]
+    assert any("nested too deeply" in (e.detail or "") for e in rejected)
+    assert any("contains a NUL character" in (e.detail or "") for e in rejected)

@@ -186,3 +186,29 @@ class Crash(TestProcessor):
 
     def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
         raise ZeroDivisionError("division by zero in a user processor")
+
+
+class Stuck(TestProcessor):
+    """Blocks in a call that never looks at cancel (a library stuck on I/O) for
+    ``seconds`` (default 120): only a process exit ends it early."""
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        ctx.progress(10.0, "stuck", force=True)
+        time.sleep(float(self.option(ctx, "seconds", 120.0)))
+        return {"stuck": False}
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be rendered (a broken ``__str__`` of a tool's
+    own exception class)."""
+
+    def __str__(self) -> str:
+        raise ValueError("cannot render this message")
+
+
+class FailUnprintably(TestProcessor):
+    """Fails with an exception that cannot be turned into text."""
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        self.trace(ctx, "attempt")
+        raise Unprintable()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shlex
 import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +101,67 @@ def test_a_crashing_processor_does_not_stop_the_worker(sqlite_lab: Lab) -> None:
     [crashed] = lab.jobs(processor="crash")
     assert crashed.error == "internal error: division by zero in a user processor"
     assert "ZeroDivisionError" in crashed.log_tail
+
+
+def test_a_job_whose_end_cannot_be_recorded_does_not_stop_the_others(sqlite_lab: Lab) -> None:
+    """An error escaping the job runner ends that job only: the other running job is not
+    handed back, and the worker goes on."""
+    lab = sqlite_lab
+    gate = lab.root / "gate"
+    trace = str(lab.trace_dir)
+    lab.configure(
+        processors={
+            "gated": python_processor("WaitForFile", gate=str(gate), trace_dir=trace),
+            "unprintable": python_processor("FailUnprintably", trace_dir=trace),
+        }
+    )
+    videos(lab, 1)
+    lab.run("reprocess", "/src", "--processor", "gated")
+    lab.run("reprocess", "/src", "--processor", "unprintable")
+    [gated] = lab.jobs(processor="gated")
+    [broken] = lab.jobs(processor="unprintable")
+
+    def open_gate_once_broken_ended() -> None:
+        lab.wait_job(broken.id, lambda j: j.state != "queued" and j.state != "running")
+        gate.touch()
+
+    opener = threading.Thread(target=open_gate_once_broken_ended)
+    opener.start()
+    try:
+        stats = LocalExecutor(lab.services(), 2, poll_interval=0.05).run(burst=True)
+    finally:
+        gate.touch()
+        opener.join()
+
+    assert stats.line() == "worker ran 2 job(s): 1 error, 1 success"
+    ended = lab.job(broken.id)
+    assert (ended.state, ended.error) == (
+        "error",
+        "internal error: ValueError while recording the outcome",
+    )
+    done = lab.job(gated.id)
+    assert (done.state, done.attempts) == ("success", 1)
+    assert [e["event"] for e in read_trace(lab.trace_dir, gated.id)] == ["start"]
+
+
+def test_a_second_ctrl_c_stops_the_worker_at_once(sqlite_lab: Lab, reaper: object) -> None:
+    """The first Ctrl-C waits for running jobs to hand back; a job stuck where it cannot
+    see that would hold the worker, so a second Ctrl-C exits at once."""
+    lab = sqlite_lab
+    lab.configure(processors={"stuck": python_processor("Stuck")})
+    videos(lab, 1)
+    lab.run("reprocess", "/src", "--processor", "stuck")
+    [job] = lab.jobs()
+    worker = reaper(lab.popen("worker", "--concurrency", "1"))  # type: ignore[operator]
+    lab.wait_job(job.id, lambda j: j.state == "running" and j.progress >= 10, what="running")
+
+    worker.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.wait(1)  # waiting for the stuck job, which sleeps for two minutes
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(15) == 130
+    output = (lab.root / "process-1.log").read_text()
+    assert "error: interrupted again: exiting at once" in output
 
 
 def sleeper_script(tmp: Path) -> Path:

@@ -171,7 +171,7 @@ def test_quick_start_sync_then_worker_makes_every_sample_ready(sqlite_lab: Lab) 
         assert meta["fps"] > 0 or meta["type"] == "large-image", path
         for rel in _flatten(meta.get("outputs", {})):
             assert rel in files, (path, rel)
-    assert "pyramids/sample/large/slide.tif" in files
+    assert "pyramids/sample/large/slide.tif.tif" in files
     assert "sample/videos/Video clip-mpeg4.avi/clip-mpeg4.mp4" in files
     assert "sample/videos/Video clip-h264.mp4/poster.jpg" in files
     assert not any(f.endswith(".part") for f in files)
@@ -223,8 +223,8 @@ def test_s3_source_to_s3_output_store(
     assert keys == {
         "derived/src/videos/Video old.avi/old.mp4",
         "derived/src/videos/Video old.avi/poster.jpg",
-        "derived/pyramids/src/large/slide.tif",
-        "derived/src/frames/frames/f2.jpg",
+        "derived/pyramids/src/large/slide.tif.tif",
+        "derived/src/frames/frames/f2.tif.jpg",
     }
     local = tmp_path / "old.mp4"
     s3_client.download_file(out.name, "derived/src/videos/Video old.avi/old.mp4", str(local))
@@ -246,11 +246,13 @@ def test_output_store_overlapping_the_source_is_refused(
     lab = sqlite_lab
     bucket.put(source_prefix + "videos/old.avi", media["mpeg4-avi"].read_bytes())
     before = bucket_state(bucket)
+    # Added before the output store was configured: the check when the store opens is
+    # what stops the job (adding it afterwards is refused at once, see the last line).
+    lab.run("source", "add", "src", bucket.url(source_prefix), *bucket.cli_options)
     lab.cli.env.update(
         MEDIAMIRROR_OUTPUT_STORE=f"s3://{bucket.name}/{output_prefix}",
         MEDIAMIRROR_OUTPUT_ENDPOINT_URL=bucket.server.endpoint,
     )
-    lab.run("source", "add", "src", bucket.url(source_prefix), *bucket.cli_options)
     lab.run("sync", "src", "-q")
     assert lab.worker().stdout.strip() == "worker ran 1 job(s): 1 error"
     [job] = lab.jobs()
@@ -261,6 +263,10 @@ def test_output_store_overlapping_the_source_is_refused(
         "or prefix"
     )
     assert bucket_state(bucket) == before
+    again = lab.run(
+        "source", "add", "again", bucket.url(source_prefix), *bucket.cli_options, ok=False
+    )
+    assert "overlaps the source" in again.stderr
 
 
 def test_output_store_next_to_the_source_prefix_is_fine(

@@ -9,10 +9,13 @@ goes on.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 import pyvips
 
@@ -52,7 +55,8 @@ CASES = {
     "rotated": Case("rotated", "videos/rotated.mp4", action="transcode"),
     "ten-bit": Case("ten-bit", "videos/ten-bit.mp4", action="transcode"),
     "single-frame": Case("single-frame", "videos/single-frame.mp4", action="remux"),
-    "variable-rate": Case("vfr", "videos/vfr.mp4", action="remux"),
+    # web-ready but for its timing (33 ms frames, then 100 ms): made constant at 30 fps
+    "variable-rate": Case("vfr", "videos/vfr.mp4", action="transcode"),
     "audio-only": Case("audio-only", "videos/audio-only.mp4", error="no video stream"),
     "zero-bytes": Case("zero-bytes", "videos/zero.mp4", error="empty file (0 bytes)"),
     "truncated": Case("truncated", "videos/truncated.mp4", error="truncated.mp4"),
@@ -142,7 +146,13 @@ def test_video_made_playable(batch: Batch, name: str) -> None:
     meta = batch.meta(case.path)
     assert meta["annotate"] is True
     assert meta["MarkForPostProcess"] is False
-    assert meta["fps"] > 0 and meta["fps"] == meta["originalFps"]
+    if name == "variable-rate":  # frame N is at N / 30; the source's average is kept
+        assert meta["fps"] == 30 and meta["originalFps"] == meta["probe"]["avg_fps"] < 29
+        assert meta["probe"]["variable_frame_rate"] is True
+        assert "variable frame rate" in meta["transcode"]["reasons"][0]
+    else:
+        assert meta["fps"] > 0 and meta["fps"] == meta["originalFps"]
+        assert meta["probe"]["variable_frame_rate"] is not True
     assert meta["codec"] == meta["probe"]["codec"]
     assert meta["probe"]["width"] > 0
     assert meta["transcode"]["action"] == case.action, meta["transcode"]
@@ -163,6 +173,17 @@ def test_video_made_playable(batch: Batch, name: str) -> None:
         assert (info["width"], info["height"]) == (212, 120)
     if name == "rotated":  # the turn is baked into the pixels
         assert (info["width"], info["height"]) == (120, 160)
+    if name == "variable-rate":
+        assert frame_durations(video) == {Fraction(1, 30)}
+
+
+def frame_durations(path: Path) -> set[Fraction]:
+    """The distinct intervals (s) between a video's presentation timestamps."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        return {(b - a) * stream.time_base for a, b in itertools.pairwise(stamps)}
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.error])
@@ -196,7 +217,7 @@ def test_large_image_becomes_a_pyramid_in_the_output_store(batch: Batch) -> None
     meta = batch.meta(path)
     assert (meta["width"], meta["height"]) == (800, 700)
     assert meta["levels"] >= 2 and meta["annotate"] is True
-    assert meta["outputs"]["pyramid"] == "pyramids/m/large/slide.tif"
+    assert meta["outputs"]["pyramid"] == "pyramids/m/large/slide.tif.tif"
     pyramid = batch.lab.outputs / meta["outputs"]["pyramid"]
     image = pyvips.Image.new_from_file(str(pyramid))
     assert (image.width, image.height) == (800, 700)
@@ -220,7 +241,7 @@ def test_image_sequence_is_checked_and_converted(batch: Batch) -> None:
     assert meta["fps"] == 1 and meta["annotate"] is True and meta["MarkForPostProcess"] is False
     assert (meta["frames"], meta["width"], meta["height"]) == (3, 64, 48)
     converted = meta["outputs"]["frames"]
-    assert converted == {"frames/f002.tif": "m/frames/frames/f002.jpg"}
+    assert converted == {"frames/f002.tif": "m/frames/frames/f002.tif.jpg"}
     web = pyvips.Image.new_from_file(str(batch.lab.outputs / converted["frames/f002.tif"]))
     assert (web.width, web.height) == (64, 48)
     assert web.get("vips-loader") == "jpegload"
@@ -248,7 +269,22 @@ def test_bmp_frame_is_converted(sqlite_lab: Lab, media: MediaKit) -> None:
     sqlite_lab.run("postprocess", "/src", "-r")
     sqlite_lab.worker()
     meta = dict(sqlite_lab.dataset("/src/seq").meta)
-    assert meta["outputs"]["frames"] == {"seq/a.bmp": "src/seq/frames/a.jpg"}
+    assert meta["outputs"]["frames"] == {"seq/a.bmp": "src/seq/frames/a.bmp.jpg"}
+
+
+def test_configured_rate_for_variable_rate_video(sqlite_lab: Lab, media: MediaKit) -> None:
+    sqlite_lab.cli.env["MEDIAMIRROR_TRANSCODE_VFR_FPS"] = "25"
+    sqlite_lab.put("clips/vfr.mp4", media["vfr"])
+    sqlite_lab.add_local_source()
+    sqlite_lab.sync()
+    sqlite_lab.run("postprocess", "/src", "-r")
+    sqlite_lab.worker()
+    meta = dict(sqlite_lab.dataset("/src/clips/Video vfr.mp4").meta)
+    assert meta["processing"]["video"]["state"] == "success", meta["processing"]
+    assert meta["transcode"]["action"] == "transcode"
+    assert meta["transcode"]["reasons"][0].endswith("made constant at 25 fps")
+    assert meta["fps"] == 25 and meta["originalFps"] == meta["probe"]["avg_fps"]
+    assert frame_durations(sqlite_lab.outputs / meta["outputs"]["video"]) == {Fraction(1, 25)}
 
 
 def test_each_settings_object_gets_its_own_processors() -> None:

@@ -4,9 +4,14 @@ retried, and ends in success, and no half-written file ever shows in the output 
 
 from __future__ import annotations
 
+import shlex
 import signal
+import subprocess
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import av
@@ -15,6 +20,7 @@ import pytest
 
 from mediamirror.catalog.models import utcnow
 from mediamirror.jobs import queue
+from mediamirror.processing.children import spawn, stop_group
 
 from .conftest import Lab, MediaKit, assert_web_mp4
 from .fixtures import python_processor
@@ -133,3 +139,79 @@ def test_reap_gives_up_on_a_job_that_used_its_attempts(lab: Lab) -> None:
     assert ended.state == "error"
     assert ended.error == "worker otherhost:123:abc was lost (gave up after 3 attempts)"
     assert ended.active_key is None
+
+
+# -- a command's own children end with it ------------------------------------------------
+
+
+def spawning_command(lab: Lab) -> tuple[str, Path]:
+    """A shell script that starts a background ``sleep`` (a grandchild of the worker),
+    records its PID and waits: the shape of a script driving its own tools."""
+    script = lab.root / "spawns.sh"
+    pid_file = lab.root / "grandchild.pid"
+    script.write_text('sleep 300 &\necho $! > "$1.tmp"\nmv "$1.tmp" "$1"\necho started\nwait\n')
+    return f"sh {shlex.quote(str(script))} {shlex.quote(str(pid_file))}", pid_file
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout", "worker-killed"])
+def test_a_commands_grandchildren_end_with_it(sqlite_lab: Lab, reaper: Any, how: str) -> None:
+    lab = sqlite_lab
+    command, pid_file = spawning_command(lab)
+    conf: dict[str, Any] = {"command": command, "auto": False}
+    if how == "timeout":
+        conf["timeout"] = 1
+    lab.configure(processors={"spawns": conf})
+    lab.put("v/clip.mp4", b"x")
+    lab.add_local_source()
+    lab.sync()
+    lab.run("reprocess", "/src", "--processor", "spawns", MEDIAMIRROR_JOB_MAX_ATTEMPTS="1")
+    [job] = lab.jobs()
+
+    worker = reaper(lab.popen("worker"))
+    wait_until(pid_file.exists, "the grandchild to start")
+    grandchild = int(pid_file.read_text())
+    assert not gone(grandchild)
+    if how == "cancel":
+        lab.run("jobs", "cancel", str(job.id))
+        lab.wait_job(job.id, lambda j: j.state == "canceled", what="canceled")
+    elif how == "timeout":
+        lab.wait_job(job.id, lambda j: j.state == "error", what="timed out")
+        assert lab.job(job.id).error.startswith("timed out after 1 s")
+    else:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+
+    wait_until(lambda: gone(grandchild), "the grandchild to end")
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+
+
+def test_a_child_started_from_a_short_lived_thread_outlives_the_thread() -> None:
+    """The kernel's parent-death signal fires when the forking *thread* ends; a child of
+    a job thread must live as long as the worker process, not that thread."""
+    started: list[subprocess.Popen[Any]] = []
+    thread = threading.Thread(target=lambda: started.append(spawn(["sleep", "60"])))
+    thread.start()
+    thread.join()
+    [proc] = started
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(1)  # still running after its thread ended
+    finally:
+        stop_group(proc, grace=5)
+    assert proc.returncode == 128 + signal.SIGTERM  # stopped by us, through its group

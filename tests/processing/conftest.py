@@ -209,6 +209,54 @@ def variable_rate(media_dir: Path) -> Path:
     return out
 
 
+# Timestamps of the reported file: 30 frames 1/30 s apart, then frames 2/30 s apart.
+REPORTED_VFR = ["-vf", "setpts='if(lt(N,30),N,30+(N-30)*2)/(30*TB)'", "-fps_mode", "passthrough"]
+
+
+@pytest.fixture(scope="session")
+def vfr_h264(media_dir: Path) -> Path:
+    """160x120 H.264 yuv420p MP4, moov first, no audio: web-ready but for its timing.
+
+    60 frames: 30 at 1/30 s, then 30 at 2/30 s (3 s, 20 fps on average, real rate 30).
+    """
+    out = media_dir / "vfr-h264.mp4"
+    ffmpeg(
+        *lavfi("testsrc2=size=160x120:rate=30:d=2"),
+        *REPORTED_VFR,
+        *H264,
+        "-movflags",
+        "+faststart",
+        str(out),
+    )
+    return out
+
+
+@pytest.fixture(scope="session", params=["mov", "mkv"])
+def vfr_other_container(request: pytest.FixtureRequest, vfr_h264: Path) -> Path:
+    """The same stream copied into a container a remux would fix (MOV: timestamps from its
+    index; Matroska: no frame index, timestamps in milliseconds, read by demuxing)."""
+    out = vfr_h264.with_name(f"vfr-h264.{request.param}")
+    ffmpeg("-i", str(vfr_h264), "-c", "copy", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def bframes_mkv(media_dir: Path) -> Path:
+    """160x120 H.264 with 3 B-frames, 25 fps, 2 s, in Matroska: packets arrive out of
+    presentation order (0, 160, 80, 40... ms) at a constant rate."""
+    out = media_dir / "bframes.mkv"
+    ffmpeg(*lavfi("testsrc2=size=160x120:rate=25:d=2"), *H264, "-bf", "3", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def large_video_mkv(media_dir: Path, large_video: Path) -> Path:
+    """The ~20 MB lossless-noise video in Matroska, which has no per-frame index."""
+    out = media_dir / "large.mkv"
+    ffmpeg("-i", str(large_video), "-c", "copy", str(out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def zero_bytes(media_dir: Path) -> Path:
     out = media_dir / "empty.mp4"

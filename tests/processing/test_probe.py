@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mediamirror.errors import ProcessingError, StoreError
-from mediamirror.processing.probe import MP4_FAMILY, VideoProbe, probe
+from mediamirror.processing.probe import MP4_FAMILY, TIMING_BYTES, VideoProbe, probe
 from mediamirror.processing.rangefile import RangeFile
 
 from .conftest import LocalRangeStore
@@ -105,6 +105,58 @@ def test_variable_frame_rate_keeps_both_rates(variable_rate: Path) -> None:
     assert result.native_fps == result.avg_fps
 
 
+def test_variable_frame_rate_is_measured_from_timestamps(vfr_h264: Path) -> None:
+    result = probe(vfr_h264)
+    assert result.variable_frame_rate is True
+    assert result.frame_duration_min == pytest.approx(1 / 30)
+    assert result.frame_duration_max == pytest.approx(2 / 30)
+    assert result.time_base is not None
+    # The container's own figures stay as they are: an average and a guess.
+    assert result.real_fps == pytest.approx(30.0)
+    assert result.avg_fps is not None and 19 < result.avg_fps < 21
+
+
+def test_variable_frame_rate_in_other_containers(vfr_other_container: Path) -> None:
+    result = probe(vfr_other_container)
+    assert result.variable_frame_rate is True
+    # Matroska counts in milliseconds: 33 and 67 ms.
+    assert result.frame_duration_min == pytest.approx(1 / 30, abs=0.001)
+    assert result.frame_duration_max == pytest.approx(2 / 30, abs=0.001)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "duration"),
+    [
+        ("h264_faststart", 1 / 25),
+        ("h264_moov_end", 1 / 25),
+        ("mpeg4_avi", 1 / 15),
+        ("bframes_mkv", 1 / 25),  # decode order differs from presentation order
+        ("rotated", 1 / 25),
+    ],
+)
+def test_constant_frame_rate_is_not_variable(
+    fixture: str, duration: float, request: pytest.FixtureRequest
+) -> None:
+    result = probe(request.getfixturevalue(fixture))
+    assert result.variable_frame_rate is False
+    assert result.frame_duration_min == pytest.approx(duration, abs=0.001)
+    assert result.frame_duration_max == pytest.approx(duration, abs=0.001)
+
+
+def test_webm_millisecond_rounding_is_not_variable(webm: tuple[Path, str]) -> None:
+    # 30 fps in milliseconds is 33, 34, 33...: within a tick, so constant.
+    result = probe(webm[0])
+    assert result.variable_frame_rate is False
+    assert result.frame_duration_min is not None and result.frame_duration_max is not None
+    assert result.frame_duration_max - result.frame_duration_min == pytest.approx(0.001)
+
+
+def test_single_frame_has_no_measured_timing(single_frame: Path) -> None:
+    result = probe(single_frame)
+    assert result.variable_frame_rate is None
+    assert result.frame_duration_min is None
+
+
 @pytest.mark.parametrize(
     ("fixture", "reason"),
     [
@@ -172,6 +224,19 @@ def test_probe_over_range_reads_reads_a_small_part(
     assert remote.bytes_fetched < 2_000_000
     assert remote.bytes_fetched < size / 10
     assert remote.requests <= 8
+
+
+def test_timing_without_a_frame_index_reads_a_bounded_part(
+    large_video_mkv: Path, range_file: Callable[..., RangeFile]
+) -> None:
+    # Matroska lists no frame timestamps up front: packets are demuxed, up to a byte budget.
+    size = large_video_mkv.stat().st_size
+    remote = range_file(large_video_mkv)
+    result = probe(remote)
+    assert result.variable_frame_rate is False
+    assert result.frame_duration_min == pytest.approx(0.04)
+    assert remote.bytes_fetched < TIMING_BYTES + 2_000_000
+    assert remote.bytes_fetched < size / 2
 
 
 def test_rangefile_reads_match_the_file(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import psutil
 import pytest
 import pyvips
@@ -19,6 +22,7 @@ from mediamirror.processing.probe import probe
 from mediamirror.processing.transcode import (
     VideoPlan,
     build_ffmpeg_command,
+    constant_rate,
     ffmpeg_exe,
     has_encoder,
     make_poster,
@@ -44,6 +48,8 @@ FAST = "ultrafast"
         ("odd_size", "transcode", "yuv444p"),
         ("ten_bit", "transcode", "yuv420p10le"),
         ("rotated", "transcode", "rotated 90"),
+        ("vfr_h264", "transcode", "variable frame rate"),
+        ("bframes_mkv", "remux", "container"),
     ],
 )
 def test_plan_action(
@@ -91,12 +97,74 @@ def test_plan_fps(h264_faststart: Path, requested: float, fps: float) -> None:
     assert plan.original_fps == pytest.approx(25.0)
 
 
-def test_plan_fps_uses_average_rate_for_vfr(variable_rate: Path) -> None:
-    result = probe(variable_rate)
+def test_variable_rate_is_made_constant_at_the_real_rate(vfr_h264: Path) -> None:
+    result = probe(vfr_h264)
     plan = plan_video(result, -1)
-    assert plan.fps == result.avg_fps
-    assert plan.original_fps == result.avg_fps
-    assert plan.fps != pytest.approx(30.0)
+    # Web-ready in every other respect: the timing alone makes it a transcode.
+    assert plan.action == "transcode"
+    assert plan.reasons == (
+        "variable frame rate (frame durations 33.3\u201366.7 ms): made constant at 30 fps",
+    )
+    assert plan.constant_fps == pytest.approx(30.0)
+    assert plan.fps == pytest.approx(30.0)
+    assert plan.original_fps == result.avg_fps  # the source's own figure is kept
+
+
+def test_select_filtered_variable_rate_is_made_constant(variable_rate: Path) -> None:
+    # 30 fps for a second, then every third frame: 33.3 and 100 ms.
+    plan = plan_video(probe(variable_rate), -1)
+    assert (plan.action, plan.fps, plan.constant_fps) == ("transcode", 30.0, 30.0)
+    assert "33.3\u2013100.0 ms" in plan.reasons[0]
+
+
+def test_configured_constant_rate_is_used(vfr_h264: Path) -> None:
+    result = probe(vfr_h264)
+    plan = plan_video(result, -1, vfr_fps=25)
+    assert (plan.constant_fps, plan.fps) == (25, 25)
+    assert plan.reasons[0].endswith("made constant at 25 fps")
+    command = build_ffmpeg_command("in", "out", plan, "ffmpeg")
+    assert command[command.index("-vf") + 1].startswith("fps=25,scale=")
+    ntsc = plan_video(result, -1, vfr_fps=30000 / 1001)
+    command = build_ffmpeg_command("in", "out", ntsc, "ffmpeg")
+    assert command[command.index("-vf") + 1].startswith("fps=30000/1001,")
+
+
+def test_requested_rate_below_the_constant_one(vfr_h264: Path) -> None:
+    plan = plan_video(probe(vfr_h264), 10)
+    assert (plan.fps, plan.constant_fps) == (10, 30)
+
+
+def test_configured_rate_does_not_touch_constant_rate_files(h264_faststart: Path) -> None:
+    plan = plan_video(probe(h264_faststart), -1, vfr_fps=10)
+    assert (plan.action, plan.fps, plan.constant_fps) == ("keep", 25.0, None)
+    assert "fps=" not in " ".join(
+        build_ffmpeg_command("in", "out", dataclasses.replace(plan, action="transcode"), "ff")
+    )
+
+
+@pytest.mark.parametrize(
+    ("real_fps", "time_base", "shortest", "expected"),
+    [
+        (30.0, "1/15360", 1 / 30, 30.0),  # the container's guess agrees: taken
+        (90000.0, "1/90000", 1 / 25, 25.0),  # a guess that is only the clock: standard rate
+        (None, "1/1000", 0.033, 30.0),  # 30 fps rounded to milliseconds
+        (None, "1/90000", 0.0625, 16.0),  # no standard rate fits: the measured one
+        (None, "1/90000", 0.001, 120.0),  # two frames a millisecond apart: capped
+    ],
+)
+def test_constant_rate_choice(
+    h264_faststart: Path, real_fps: float | None, time_base: str, shortest: float, expected: float
+) -> None:
+    result = dataclasses.replace(
+        probe(h264_faststart),
+        real_fps=real_fps,
+        time_base=time_base,
+        frame_duration_min=shortest,
+        frame_duration_max=shortest * 3,
+        variable_frame_rate=True,
+    )
+    assert constant_rate(result) == pytest.approx(expected)
+    assert constant_rate(result, 12.5) == 12.5
 
 
 def test_plan_fps_falls_back_to_real_rate(h264_faststart: Path) -> None:
@@ -187,6 +255,50 @@ def test_output_is_web_ready(
     assert progress[-1] == 100.0
     assert done.action in ("remux", "transcode")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["web.mp4"]  # no temp files left
+
+
+def _packet_durations(path: Path) -> tuple[set[int], int, float, Fraction]:
+    """Distinct durations between presentation timestamps, frames, duration (s), rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        assert stream.time_base is not None and stream.average_rate is not None
+        seconds = float((stamps[-1] - stamps[0]) * stream.time_base)
+        rate = stream.average_rate
+    return {b - a for a, b in itertools.pairwise(stamps)}, len(stamps), seconds, rate
+
+
+@pytest.mark.parametrize(("vfr_fps", "fps"), [(0.0, 30), (25.0, 25)])
+def test_variable_rate_output_is_constant(
+    vfr_h264: Path, tmp_path: Path, vfr_fps: float, fps: int
+) -> None:
+    durations, frames, _, _ = _packet_durations(vfr_h264)
+    assert len(durations) == 2  # the source really is variable
+    assert frames == 60
+    out = tmp_path / "web.mp4"
+    plan = plan_video(probe(vfr_h264), -1, vfr_fps=vfr_fps)
+    transcode_video(vfr_h264, out, plan, preset=FAST)
+    durations, frames, seconds, rate = _packet_durations(out)
+    assert len(durations) == 1, durations
+    assert rate == fps
+    # 30 frames of 1/30 s and 30 of 2/30 s last 3 s: 3 x fps frames, one either way.
+    assert abs(frames - 3 * fps) <= 1
+    assert abs(frames - (seconds * fps + 1)) <= 1
+    result = probe(out)
+    assert result.variable_frame_rate is False
+    assert plan_video(result, -1).action == "keep"
+
+
+def test_variable_rate_in_other_containers_is_transcoded(
+    vfr_other_container: Path, tmp_path: Path
+) -> None:
+    plan = plan_video(probe(vfr_other_container), -1)
+    assert plan.action == "transcode"
+    assert plan.fps == pytest.approx(30.0)
+    assert any("variable frame rate" in reason for reason in plan.reasons)
+    out = tmp_path / "web.mp4"
+    assert transcode_video(vfr_other_container, out, plan, preset=FAST).action == "transcode"
+    assert len(_packet_durations(out)[0]) == 1
 
 
 def test_webm_output_is_web_ready(webm: tuple[Path, str], tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mediamirror.errors import CatalogError
+from mediamirror.redact import redact_url, remember
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,17 +42,27 @@ def create_catalog_engine(url: str) -> Engine:
     """An engine for a catalog URL, tuned for its backend."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise CatalogError(f"invalid database URL {url!r}") from exc
-    if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 60})
-        _sqlite_setup(engine)
-        return engine
-    if parsed.drivername in {"postgresql", "postgres"}:
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise CatalogError(f"invalid database URL {redact_url(url)!r}") from exc
+    if "@" in (parsed.host or ""):
+        # The driver would take the end of the password for the host, and say so.
+        raise CatalogError(
+            f"invalid database URL {redact_url(url)!r}: write '@' in a password as %40"
+        )
+    # A driver's message may echo its connection string: hide the password everywhere.
+    remember(parsed.password if isinstance(parsed.password, str) else None)
+    try:
+        if parsed.drivername.startswith("sqlite"):
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, connect_args={"timeout": 60})
+            _sqlite_setup(engine)
+            return engine
+        if parsed.drivername in {"postgresql", "postgres"}:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise CatalogError(f"unsupported database URL {redact_url(url)!r}: {exc}") from exc
 
 
 def head_revision() -> str:
@@ -117,7 +128,7 @@ class Catalog:
     @property
     def safe_url(self) -> str:
         """The URL with any password hidden, for messages."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return redact_url(self.url)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

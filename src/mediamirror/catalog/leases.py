@@ -1,7 +1,12 @@
 """Named leases in the catalog: at most one holder at a time, lost when not renewed.
 
-An owner is ``host:pid:token``. A lease whose owner process is gone on this very host is
-taken over at once; otherwise a crashed holder gives the lease up when it expires.
+An owner is ``host:pid:token:machine:start``: ``machine`` is this kernel's boot id plus
+the PID namespace (two containers on one host share a boot id and a host name, not a PID
+namespace), ``start`` the process's start time in clock ticks since boot. A lease whose
+owner ran in this very machine and namespace and whose process is gone (or is another
+process that reused the PID: a different start time) is taken over at once; any other
+holder, an owner of the older ``host:pid:token`` form included, keeps the lease until
+it expires.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ import os
 import socket
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
-import psutil
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -22,18 +27,44 @@ from mediamirror.errors import ConflictError
 _HOST = socket.gethostname()
 
 
+def _machine() -> str | None:
+    """Who can see our PIDs: boot id plus PID namespace, or None where unknown."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return None
+    return f"{boot}.{namespace}"
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time (``/proc/<pid>/stat`` field 22), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+_MACHINE = _machine()
+
+
 def new_owner() -> str:
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    pid = os.getpid()
+    return f"{_HOST}:{pid}:{uuid.uuid4().hex[:8]}:{_MACHINE or '-'}:{start_time(pid) or '-'}"
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True when the owner ran on this host and its process no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != _HOST or not pid_text.isdigit():
+    """True only when the owner is known to be gone: it ran in this machine and PID
+    namespace, and its PID is gone or now belongs to a process started at another time.
+    Anything else (another machine, an older owner format, no /proc) cannot be told
+    apart from a live holder: its lease is left to expire."""
+    parts = owner.split(":")
+    if len(parts) != 5 or _MACHINE is None or parts[3] != _MACHINE or not parts[1].isdigit():
         return False
-    pid = int(pid_text)
-    return pid != os.getpid() and not psutil.pid_exists(pid)
+    pid = int(parts[1])
+    return pid != os.getpid() and start_time(pid) != parts[4]
 
 
 def acquire(catalog: Catalog, name: str, owner: str, ttl: float) -> datetime | None:

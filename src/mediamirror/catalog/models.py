@@ -6,6 +6,7 @@ with the order object stores list keys in; SQLite compares text by bytes already
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -32,6 +33,11 @@ KeyText = Text().with_variant(Text(collation="C"), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_uid() -> str:
+    """A random identifier that no other row, past or future, will ever have."""
+    return uuid.uuid4().hex
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,6 +67,9 @@ class Source(Base):
     __tablename__ = "sources"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Never reused, unlike ``id`` (SQLite hands a removed source's id to the next one):
+    # what caches of sources and their stores are keyed by.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_uid)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     url: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(20))
@@ -123,6 +132,9 @@ class Item(Base):
     needs_processing: Mapped[bool] = mapped_column(Boolean, default=True)
     # Ordering key of the last bucket event applied (S3 sequencer, GCS generation).
     sequencer: Mapped[str | None] = mapped_column(String(100))
+    # The version of the object that sequencer was recorded for (a digest of size, etag
+    # and modification time, or "absent"): sequencers only order events of one lifetime.
+    sequencer_lifetime: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

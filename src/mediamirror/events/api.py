@@ -8,7 +8,9 @@ Pub/Sub push subscription. Each needs the push token of a source (``?token=``,
 ``X-Mediamirror-Token`` or ``Authorization: Bearer``). Events are applied before the
 answer: 200 means the catalog is current (and jobs are queued); 503 means the store could
 not be read and the sender should deliver again; 400, 401 and 413 mean the delivery was
-refused. Every delivery, refused or not, is recorded in ``events``.
+refused. Every accepted delivery is recorded in ``events``; refused ones are counted in
+``push_refusals`` per source, channel and reason (anyone can send them: one row each would
+let them grow the catalog without a token).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mediamirror.events.apply import EventApplier, Result, applier_for
 from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
 from mediamirror.events.routing import PUSH_PREFIX, Route
 from mediamirror.services import Services
-from mediamirror.web.deps import Svc, Viewer
+from mediamirror.web.deps import Offset, Svc, Viewer
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise EventRejected("the body is not valid JSON") from None
+    except RecursionError:  # e.g. 100,000 nested "[": the parser's depth is bounded
+        raise EventRejected("the body is not valid JSON: nested too deeply") from None
 
 
 def _answer(results: list[Result]) -> JSONResponse:
@@ -124,10 +128,12 @@ def _process(
     try:
         sender = _sender(applier, request)
         results = handle(applier, sender, _json(raw))
+    except RecursionError:  # JSON nested inside the body (an SNS Message, GCS data)
+        exc = EventRejected("the body holds JSON nested too deeply")
+        _count_refusal(applier, sender, channel, exc)
+        return _refuse(exc)
     except EventRejected as exc:
-        record.record_rejection(
-            applier.catalog, channel, str(exc), source_id=sender.id if sender else None
-        )
+        _count_refusal(applier, sender, channel, exc)
         return _refuse(exc)
     return _answer(results)
 
@@ -140,8 +146,15 @@ def _record_refusal(
         sender: Route | None = _sender(applier, request)
     except EventRejected:
         sender = None
-    record.record_rejection(
-        applier.catalog, channel, str(exc), source_id=sender.id if sender else None
+    _count_refusal(applier, sender, channel, exc)
+
+
+def _count_refusal(
+    applier: EventApplier, sender: Route | None, channel: str, exc: EventRejected
+) -> None:
+    reason = record.refusal_reason(exc.status, authenticated=sender is not None)
+    record.record_refusal(
+        applier.catalog, channel, reason, str(exc), source_id=sender.id if sender else None
     )
 
 
@@ -224,7 +237,7 @@ def list_events(
     source: str | None = None,
     outcome: Outcome | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Received events, newest first."""
     total, rows = record.listing(
@@ -235,6 +248,14 @@ def list_events(
         offset=offset,
     )
     return {"total": total, "offset": offset, "limit": limit, "events": rows}
+
+
+@router.get("/events/refusals")
+def list_refusals(svc: Svc, _: Viewer, source: str | None = None) -> dict[str, Any]:
+    """Refused push deliveries, counted per source, channel and reason (most recent
+    first); each keeps its last message as a sample."""
+    rows = record.refusals(svc.catalog, source=source)
+    return {"total": sum(r["count"] for r in rows), "refusals": rows}
 
 
 # -- background consumers ----------------------------------------------------------------------

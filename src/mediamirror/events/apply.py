@@ -7,14 +7,19 @@ deleted and fixes its dataset. The store is the truth: a "created" event for an 
 deleted since leaves it deleted, a "removed" event for an object written again keeps it.
 
 Ordering: each item keeps the sequencer of the last event applied to it
-(``items.sequencer``). An event whose sequencer equals it is a ``duplicate``, an older
-one is ``stale``; neither touches the catalog or the store. The check is repeated inside
-the write transaction (row locked on PostgreSQL), so two deliveries racing cannot apply
-an older state last.
+(``items.sequencer``) and the *lifetime* it belongs to (``items.sequencer_lifetime``: the
+version of the object the store showed then). Sequencers only order events of one
+lifetime: an event is a ``duplicate`` (equal) or ``stale`` (older) only when the store
+still shows that version, i.e. when applying it would change nothing. When the store
+shows another version, the recorded sequencer says nothing about this event (the object
+was deleted and written again, or a sender sent a number no real event will exceed):
+the store is read again and decides. The check runs inside the write transaction (row
+locked on PostgreSQL), so two deliveries racing cannot apply an older state last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -39,11 +44,25 @@ from mediamirror.processing.processors.base import Dataset, ItemRef
 from mediamirror.services import Services
 from mediamirror.stores import ObjectInfo, open_store
 from mediamirror.stores import ReadOnlyStore as _ReadOnly
+from mediamirror.stores.timeouts import StoreTimeouts
 from mediamirror.sync.engine import SyncEngine
 from mediamirror.sync.layout import DatasetType
 
 log = logging.getLogger(__name__)
 _ATTEMPTS = 3
+#: How often the store is read again when the recorded sequencer belongs to another
+#: version of the object than the one just read (each read follows the commit of the
+#: row that disagreed, so one is normally enough).
+_REREADS = 2
+#: ``items.sequencer_lifetime`` of a key the store does not hold.
+ABSENT = "absent"
+
+
+class _ReadAgain:
+    """The verdict "read the store again, then decide"."""
+
+
+READ_AGAIN = _ReadAgain()
 
 
 @dataclass
@@ -75,6 +94,7 @@ class Result:
 
 def _fingerprint(source: Source) -> tuple[Any, ...]:
     return (
+        source.uid,  # a source re-added under a removed one's id is another source
         source.url,
         source.bucket,
         source.prefix,
@@ -97,7 +117,12 @@ class _Runtime:
 
         self.route = route
         self.fingerprint = _fingerprint(route.source)
-        self.store: Any = open_store(spec_of(route.source), services.env, page_size=1)
+        self.store: Any = open_store(
+            spec_of(route.source),
+            services.env,
+            page_size=1,
+            timeouts=StoreTimeouts.from_settings(services.settings),
+        )
         self.engine = SyncEngine(
             services.catalog,
             route.source,
@@ -123,13 +148,34 @@ class _Runtime:
         return info
 
 
-def _verdict(event_seq: str | None, stored: str | None) -> Outcome | None:
-    if event_seq is None or stored is None:
+def lifetime(info: ObjectInfo | None) -> str:
+    """Which version of an object the store showed (``items.sequencer_lifetime``).
+
+    Size, etag and modification time as listed: a delete and a new write of the same
+    key (same bytes included: the time differs) are two lifetimes."""
+    if info is None:
+        return ABSENT
+    raw = f"{info.etag}\n{info.size}\n{info.last_modified.isoformat()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _verdict(
+    event_seq: str | None, row: Any, life: str, may_read_again: bool
+) -> Outcome | _ReadAgain | None:
+    """Duplicate, stale, read the store again, or None: apply what was read."""
+    if event_seq is None or row is None or row.sequencer is None:
         return None
-    order = compare_sequencers(event_seq, stored)
-    if order == 0:
-        return Outcome.DUPLICATE
-    return Outcome.STALE if order < 0 else None
+    order = compare_sequencers(event_seq, row.sequencer)
+    if order > 0:
+        return None
+    if row.sequencer_lifetime == life:
+        # The store still shows the version that sequencer was recorded for: this
+        # event can only be a redelivery or older news about it.
+        return Outcome.DUPLICATE if order == 0 else Outcome.STALE
+    # Recorded for another version. Either this read of the store is older than the one
+    # that wrote the row (two deliveries racing), or the sequencers are not comparable
+    # (a new lifetime, or a bogus number): a fresh read tells which.
+    return READ_AGAIN if may_read_again else None
 
 
 def _change(before: tuple[int, int, int], after: tuple[int, int, int], found: bool) -> str:
@@ -175,6 +221,9 @@ class EventApplier:
         refreshed = False
         sender_source = sender.source if sender is not None else None
         for ev in events:
+            if ev.invalid is not None:
+                results.append(Result(ev, Outcome.REJECTED, sender_source, ev.invalid))
+                continue
             if ev.action is Action.TEST:
                 results.append(Result(ev, Outcome.TEST, sender_source, "acknowledged"))
                 continue
@@ -220,27 +269,37 @@ class EventApplier:
                 rt = self._runtimes[route.id] = _Runtime(self.services, route)
             return rt
 
-    def _stored(self, conn: Connection, source_id: int, key: str, lock: bool) -> Any:
-        query = select(ITEMS.c.id, ITEMS.c.sequencer).where(
+    def _stored(self, conn: Connection, source_id: int, key: str) -> Any:
+        query = select(ITEMS.c.id, ITEMS.c.sequencer, ITEMS.c.sequencer_lifetime).where(
             ITEMS.c.source_id == source_id, ITEMS.c.key == key
         )
-        if lock and conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         return conn.execute(query).first()
 
     def _apply(self, rt: _Runtime, ev: ObjectEvent, guarded: bool) -> Result:
-        source = rt.route.source
+        """Read the key from the store, then write what it holds; the order of events is
+        judged against that read (see the module's docstring), never before it."""
         seq = ev.sequencer if guarded else None
-        if seq is not None:
-            with self.catalog.read() as conn:
-                row = self._stored(conn, source.id, ev.key, lock=False)
-            verdict = _verdict(seq, row.sequencer if row is not None else None)
-            if verdict is not None:
-                return Result(ev, verdict, source)
         info = rt.probe(ev.key)
+        for reads in range(1, _REREADS + 2):
+            result = self._write_retrying(rt, ev, seq, info, may_read_again=reads <= _REREADS)
+            if result is not None:
+                return result
+            info = rt.probe(ev.key)
+        raise AssertionError("unreachable")
+
+    def _write_retrying(
+        self,
+        rt: _Runtime,
+        ev: ObjectEvent,
+        seq: str | None,
+        info: ObjectInfo | None,
+        may_read_again: bool,
+    ) -> Result | None:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return self._write(rt, ev, seq, info)
+                return self._write(rt, ev, seq, info, may_read_again)
             except IntegrityError as exc:
                 # Another process created the same folder or item at the same moment:
                 # the next attempt finds it.
@@ -249,25 +308,37 @@ class EventApplier:
         raise AssertionError("unreachable")
 
     def _write(
-        self, rt: _Runtime, ev: ObjectEvent, seq: str | None, info: ObjectInfo | None
-    ) -> Result:
+        self,
+        rt: _Runtime,
+        ev: ObjectEvent,
+        seq: str | None,
+        info: ObjectInfo | None,
+        may_read_again: bool,
+    ) -> Result | None:
+        """Apply ``info`` (the store's answer) in one transaction; None when the store
+        must be read again first."""
         source = rt.route.source
         engine = rt.engine
+        life = lifetime(info)
         try:
             with rt.lock, self.catalog.write() as conn:
-                row = self._stored(conn, source.id, ev.key, lock=True)
-                verdict = _verdict(seq, row.sequencer if row is not None else None)
-                if verdict is not None:
+                row = self._stored(conn, source.id, ev.key)
+                verdict = _verdict(seq, row, life, may_read_again)
+                if verdict is READ_AGAIN:
+                    return None
+                if isinstance(verdict, Outcome):
                     return Result(ev, verdict, source)
                 s = engine.summary
                 before = (s.added, s.changed, s.deleted)
                 engine.apply_objects(conn, [info] if info else [], [] if info else [ev.key])
                 after = (s.added, s.changed, s.deleted)
                 if seq is not None:
+                    # Set after the engine's write, which clears both when it changes
+                    # the item (as a sync's write does): this event opens the record.
                     conn.execute(
                         update(ITEMS)
                         .where(ITEMS.c.source_id == source.id, ITEMS.c.key == ev.key)
-                        .values(sequencer=seq)
+                        .values(sequencer=seq, sequencer_lifetime=life)
                     )
                 dataset = self._dataset_of(conn, source.id, ev.key)
                 todo = self._to_queue(conn, dataset) if dataset is not None else None

@@ -53,21 +53,39 @@ def register(
         offset: int,
         as_json: bool,
     ) -> None:
-        """List received events, newest first."""
-        from mediamirror.events.record import listing
+        """List received events, newest first, then the refused pushes (counted per
+        source, channel and reason)."""
+        from mediamirror.events.record import listing, refusals
 
         total, rows = listing(
             obj.catalog, source=source_name, outcome=outcome, limit=limit, offset=offset
         )
+        refused = refusals(obj.catalog, source=source_name)
         if as_json:
-            click.echo(json.dumps({"total": total, "events": rows}, indent=2))
+            click.echo(json.dumps({"total": total, "events": rows, "refusals": refused}, indent=2))
             return
         if not rows:
             click.echo("no events received yet")
-        for r in rows:
-            where = f"{r['bucket'] or ''}/{r['key'] or ''}".strip("/")
-            detail = f"  {r['detail']}" if r["detail"] else ""
-            click.echo(
-                f"{r['received_at'][:19]}  {r['source'] or '-':14} {r['channel']:5} "
-                f"{r['outcome']:9} {r['event_type'] or '':28} {where}{detail}"
-            )
+        _echo_events(rows)
+        _echo_refusals(refused)
+
+
+def _echo_events(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        where = f"{r['bucket'] or ''}/{r['key'] or ''}".strip("/")
+        detail = f"  {r['detail']}" if r["detail"] else ""
+        click.echo(
+            f"{r['received_at'][:19]}  {r['source'] or '-':14} {r['channel']:5} "
+            f"{r['outcome']:9} {r['event_type'] or '':28} {where}{detail}"
+        )
+
+
+def _echo_refusals(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    click.echo("refused pushes (counted, not kept one by one):")
+    for r in rows:
+        click.echo(
+            f"{r['last_at'][:19]}  {r['source'] or '-':14} {r['channel']:5} "
+            f"{r['count']:>7}x {r['reason']:20} first {r['first_at'][:19]}  last: {r['detail']}"
+        )

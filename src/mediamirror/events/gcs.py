@@ -15,7 +15,16 @@ import binascii
 import json
 from typing import Any
 
-from mediamirror.events.model import Action, EventRejected, ObjectEvent, gcs_sequencer
+from mediamirror.events.model import (
+    GCS_GENERATION_DIGITS,
+    GCS_METAGENERATION_DIGITS,
+    Action,
+    EventRejected,
+    ObjectEvent,
+    gcs_sequencer,
+    object_key,
+    plain_text,
+)
 
 ACTIONS = {
     "OBJECT_FINALIZE": Action.CREATED,
@@ -23,17 +32,17 @@ ACTIONS = {
     "OBJECT_DELETE": Action.REMOVED,
     "OBJECT_ARCHIVE": Action.REMOVED,  # the live version became noncurrent
 }
-MAX_KEY_CHARS = 4096
 
 
-def _int(value: Any, what: str) -> int:
-    try:
-        number = int(str(value))
-    except (TypeError, ValueError):
-        raise EventRejected(f"{what} {str(value)[:40]!r} is not an integer") from None
-    if number < 0 or number >= 10**20:
-        raise EventRejected(f"{what} {number} is out of range")
-    return number
+def _int(value: Any, what: str, digits: int) -> int:
+    """A non-negative decimal number of at most ``digits`` digits, as GCS sends them
+    (a JSON string or number); anything else is refused before it becomes an order."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not text.isascii() or not text.isdigit():
+        raise EventRejected(f"{what} {str(value)[:40]!r} is not an integer")
+    if len(text.lstrip("0")) > digits:
+        raise EventRejected(f"{what} {text[:40]}... is out of range")
+    return int(text)
 
 
 def _resource(message: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +52,8 @@ def _resource(message: dict[str, Any]) -> dict[str, Any]:
     try:
         decoded = base64.b64decode(str(data), validate=True)
         resource = json.loads(decoded)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
+        # RecursionError: a few hundred kilobytes of "[[[[" inside the base64.
         raise EventRejected("message.data is not base64-encoded JSON") from None
     if not isinstance(resource, dict):
         raise EventRejected("message.data is not a JSON object")
@@ -58,21 +68,22 @@ def parse(body: Any) -> list[ObjectEvent]:
     attributes = message.get("attributes")
     if not isinstance(attributes, dict):
         raise EventRejected("message.attributes is missing")
-    event_type = attributes.get("eventType")
-    bucket = attributes.get("bucketId")
-    key = attributes.get("objectId")
-    for name, value in (("eventType", event_type), ("bucketId", bucket), ("objectId", key)):
-        if not isinstance(value, str) or not value:
+    for name in ("eventType", "bucketId", "objectId"):
+        if not isinstance(attributes.get(name), str) or not attributes[name]:
             raise EventRejected(f"message.attributes.{name} is missing")
-    assert isinstance(event_type, str) and isinstance(bucket, str) and isinstance(key, str)
-    if len(key) > MAX_KEY_CHARS:
-        raise EventRejected("objectId is too long")
+    event_type = plain_text(attributes["eventType"], "message.attributes.eventType")
+    bucket = plain_text(attributes["bucketId"], "message.attributes.bucketId")
+    key = object_key(attributes["objectId"], "message.attributes.objectId")
     resource = _resource(message)
     generation = _int(
-        attributes.get("objectGeneration", resource.get("generation")), "objectGeneration"
+        attributes.get("objectGeneration", resource.get("generation")),
+        "objectGeneration",
+        GCS_GENERATION_DIGITS,
     )
     meta = resource.get("metageneration")
-    metageneration = _int(meta, "metageneration") if meta is not None else 0
+    metageneration = (
+        _int(meta, "metageneration", GCS_METAGENERATION_DIGITS) if meta is not None else 0
+    )
     return [
         ObjectEvent(
             channel="gcs",

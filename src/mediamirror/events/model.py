@@ -8,7 +8,7 @@ store, so an event only says *which key to look at* and *how new the news is*
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from mediamirror.errors import MediamirrorError
@@ -55,11 +55,58 @@ class ObjectEvent:
     bucket: str
     key: str  # decoded: exactly the object's key
     sequencer: str | None = None
+    #: Why this one record of a delivery cannot be applied (it is recorded as
+    #: ``rejected`` while the delivery's other records are applied), or None.
+    invalid: str | None = None
 
     def with_channel(self, channel: str) -> ObjectEvent:
-        return ObjectEvent(
-            channel, self.event_type, self.action, self.bucket, self.key, self.sequencer
-        )
+        return replace(self, channel=channel)
+
+
+def invalid_event(channel: str, event_type: object, reason: str) -> ObjectEvent:
+    """A record that cannot be applied; its bucket and key are not kept: they may be
+    exactly what made it unusable (a NUL byte, a lone surrogate, 100 KB of text)."""
+    return ObjectEvent(channel, storable(event_type)[:100], Action.OTHER, "", "", invalid=reason)
+
+
+def storable(value: object) -> str:
+    """``value`` if it is text the catalog can store, else "" (for what is only shown)."""
+    try:
+        return plain_text(value, "text")
+    except EventRejected:
+        return ""
+
+
+#: Longest key a bucket can hold: S3 and GCS both allow 1,024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+
+
+def object_key(key: str, what: str) -> str:
+    """``key`` if a bucket could hold it and the catalog can store it, else rejected.
+
+    Checked before the key reaches the store or the catalog: a key no bucket can hold
+    would make the store answer an error on every redelivery, and a NUL byte or a lone
+    surrogate (both valid in JSON) cannot be written to PostgreSQL or SQLite text."""
+    if not key:
+        raise EventRejected(f"{what} is empty")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EventRejected(f"{what} is not valid Unicode text") from None
+    if size > MAX_KEY_BYTES:
+        raise EventRejected(f"{what} is longer than {MAX_KEY_BYTES} bytes")
+    if "\x00" in key:
+        raise EventRejected(f"{what} contains a NUL character")
+    return key
+
+
+def plain_text(value: object, what: str, limit: int = 1024) -> str:
+    """A short name (bucket, event type) as sent, if the catalog can store it."""
+    if not isinstance(value, str) or not value:
+        raise EventRejected(f"{what} is missing or not a string")
+    if len(value) > limit:
+        raise EventRejected(f"{what} is longer than {limit} characters")
+    return object_key(value, what)
 
 
 def compare_sequencers(a: str, b: str) -> int:
@@ -74,15 +121,32 @@ def compare_sequencers(a: str, b: str) -> int:
     return (left > right) - (left < right)
 
 
+#: Longest S3 sequencer accepted. AWS sends 16-18 hexadecimal digits, MinIO and Ceph 16:
+#: twice the longest seen leaves room for any S3-compatible store without letting an
+#: event carry an "absurdly new" number longer than any real one.
+MAX_SEQUENCER_CHARS = 32
+
+
 def s3_sequencer(value: object) -> str | None:
-    """A sequencer as sent, checked to be hexadecimal; None if absent."""
+    """A sequencer as sent, checked to be a bounded hexadecimal string; None if absent."""
     if value is None or value == "":
         return None
-    text = str(value).strip()
-    if not text or len(text) > 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise EventRejected(f"sequencer {str(value)[:80]!r} is not a hexadecimal string")
+    if not isinstance(value, str):
+        raise EventRejected(f"sequencer {str(value)[:40]!r} is not a hexadecimal string")
+    text = value.strip()
+    if not text or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise EventRejected(f"sequencer {value[:40]!r} is not a hexadecimal string")
+    if len(text) > MAX_SEQUENCER_CHARS:
+        raise EventRejected(
+            f"sequencer {value[:40]!r}... is longer than {MAX_SEQUENCER_CHARS} hexadecimal digits"
+        )
     return text.upper()
 
+
+#: Widths of the parts of a GCS ordering key: a number that does not fit is refused, as
+#: a longer key would compare as newer than every fixed-width one.
+GCS_GENERATION_DIGITS = 20
+GCS_METAGENERATION_DIGITS = 12
 
 #: Order of GCS notifications about one generation of an object.
 GCS_PHASES = {"OBJECT_FINALIZE": 0, "OBJECT_METADATA_UPDATE": 1, "OBJECT_ARCHIVE": 2}
@@ -98,4 +162,8 @@ def gcs_sequencer(generation: int, event_type: str, metageneration: int) -> str:
     message gives the same key, so it is recognised as a duplicate.
     """
     phase = GCS_PHASES.get(event_type, GCS_PHASE_DELETE)
+    if not 0 <= generation < 10**GCS_GENERATION_DIGITS:
+        raise EventRejected(f"generation {generation} is out of range")
+    if not 0 <= metageneration < 10**GCS_METAGENERATION_DIGITS:
+        raise EventRejected(f"metageneration {metageneration} is out of range")
     return f"{generation:020d}{phase}{metageneration:012d}"

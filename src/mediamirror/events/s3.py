@@ -12,9 +12,20 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from mediamirror.events.model import Action, EventRejected, ObjectEvent, s3_sequencer
+from mediamirror.events.model import (
+    MAX_KEY_BYTES,
+    Action,
+    EventRejected,
+    ObjectEvent,
+    invalid_event,
+    object_key,
+    plain_text,
+    s3_sequencer,
+    storable,
+)
 
-MAX_KEY_CHARS = 4096
+#: A key of 1,024 bytes is at most 3 * 1,024 characters once percent-encoded.
+MAX_RAW_KEY_CHARS = 3 * MAX_KEY_BYTES
 _REMOVED = ("ObjectRemoved:", "LifecycleExpiration:Delete", "ReducedRedundancyLostObject")
 
 
@@ -29,18 +40,19 @@ def action_of(event_name: str) -> Action:
     return Action.OTHER
 
 
-def decode_key(raw: str) -> str:
+def decode_key(raw: str, what: str = "object key") -> str:
     """The object key of an event record: form-URL-decoded, exactly."""
-    key = unquote_plus(raw, errors="strict")
-    if not key or len(key) > MAX_KEY_CHARS:
-        raise EventRejected(f"object key {raw[:80]!r} is empty or too long")
-    return key
+    if len(raw) > MAX_RAW_KEY_CHARS:
+        raise EventRejected(f"{what} is longer than {MAX_KEY_BYTES} bytes")
+    try:
+        key = unquote_plus(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise EventRejected(f"{what} is not UTF-8 once decoded") from None
+    return object_key(key, what)
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise EventRejected(f"{what} is missing or not a string")
-    return value
+    return plain_text(value, what)
 
 
 def is_test(body: dict[str, Any]) -> bool:
@@ -48,14 +60,15 @@ def is_test(body: dict[str, Any]) -> bool:
 
 
 def test_event(body: dict[str, Any], channel: str) -> ObjectEvent:
-    bucket = body.get("Bucket")
-    return ObjectEvent(
-        channel, "s3:TestEvent", Action.TEST, bucket if isinstance(bucket, str) else "", ""
-    )
+    return ObjectEvent(channel, "s3:TestEvent", Action.TEST, storable(body.get("Bucket")), "")
 
 
 def parse(body: Any, channel: str = "s3") -> list[ObjectEvent]:
-    """Events of one S3/MinIO notification document (already JSON-decoded)."""
+    """Events of one S3/MinIO notification document (already JSON-decoded).
+
+    A record that cannot be used (a bad key or sequencer) becomes an invalid event, so
+    the delivery's other records are still applied; a delivery without any usable
+    record is refused as a whole."""
     if not isinstance(body, dict):
         raise EventRejected("an S3 event notification must be a JSON object")
     if is_test(body):
@@ -63,7 +76,19 @@ def parse(body: Any, channel: str = "s3") -> list[ObjectEvent]:
     records = body.get("Records")
     if not isinstance(records, list) or not records:
         raise EventRejected("no Records in the S3 event notification")
-    return [_record(r, i, channel) for i, r in enumerate(records)]
+    events = [_checked(r, i, channel) for i, r in enumerate(records)]
+    first_invalid = next((e.invalid for e in events if e.invalid is not None), None)
+    if first_invalid is not None and all(e.invalid is not None for e in events):
+        raise EventRejected(first_invalid)
+    return events
+
+
+def _checked(record: Any, index: int, channel: str) -> ObjectEvent:
+    try:
+        return _record(record, index, channel)
+    except EventRejected as exc:
+        name = record.get("eventName") if isinstance(record, dict) else None
+        return invalid_event(channel, name, str(exc))
 
 
 def _record(record: Any, index: int, channel: str) -> ObjectEvent:
@@ -79,16 +104,22 @@ def _record(record: Any, index: int, channel: str) -> ObjectEvent:
     if not isinstance(bucket, dict) or not isinstance(obj, dict):
         raise EventRejected(f"{where}.s3 has no bucket or object")
     bucket_name = _text(bucket.get("name"), f"{where}.s3.bucket.name")
-    raw_key = _text(obj.get("key"), f"{where}.s3.object.key")
-    try:
-        key = decode_key(raw_key)
-    except UnicodeDecodeError:
-        raise EventRejected(f"{where}.s3.object.key is not UTF-8 once decoded") from None
+    raw_key = obj.get("key")
+    if not isinstance(raw_key, str) or not raw_key:
+        raise EventRejected(f"{where}.s3.object.key is missing or not a string")
+    key = decode_key(raw_key, f"{where}.s3.object.key")
     return ObjectEvent(
         channel=channel,
         event_type=name[:100],
         action=action_of(name),
         bucket=bucket_name,
         key=key,
-        sequencer=s3_sequencer(obj.get("sequencer")),
+        sequencer=_sequencer(obj.get("sequencer"), where),
     )
+
+
+def _sequencer(value: Any, where: str) -> str | None:
+    try:
+        return s3_sequencer(value)
+    except EventRejected as exc:
+        raise EventRejected(f"{where}.s3.object.{exc}") from None

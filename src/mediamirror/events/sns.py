@@ -76,7 +76,13 @@ class SnsVerifier:
         self._lock = threading.Lock()
 
     def trusted(self, url: Any) -> bool:
-        return isinstance(url, str) and self.pattern.match(url) is not None
+        # Control characters and spaces are never part of a URL SNS publishes; a pattern
+        # ending in ``.*`` would let them through to the HTTP client, which refuses them.
+        return (
+            isinstance(url, str)
+            and not any(ord(c) <= 32 or ord(c) == 127 for c in url)
+            and self.pattern.match(url) is not None
+        )
 
     def _certificate(self, url: str) -> x509.Certificate:
         with self._lock:
@@ -87,7 +93,7 @@ class SnsVerifier:
             resp = httpx.get(url, timeout=self.timeout, follow_redirects=False)
             resp.raise_for_status()
             cert = x509.load_pem_x509_certificate(resp.content)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             raise EventRejected(f"cannot fetch the SNS signing certificate: {exc}", 401) from exc
         with self._lock:
             if len(self._certs) >= _CERT_CACHE_SIZE:
@@ -128,7 +134,7 @@ class SnsVerifier:
         try:
             resp = httpx.get(str(url), timeout=self.timeout, follow_redirects=False)
             resp.raise_for_status()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise EventRejected(f"cannot confirm the SNS subscription: {exc}", 502) from exc
         return str(body.get("TopicArn", ""))
 
@@ -140,8 +146,8 @@ def unwrap(body: dict[str, Any], channel: str = "sns") -> list[ObjectEvent]:
         raise EventRejected("SNS Notification without a Message")
     try:
         inner = json.loads(message)
-    except ValueError:
-        raise EventRejected("the SNS Message is not JSON") from None
+    except (ValueError, RecursionError):
+        raise EventRejected("the SNS Message is not JSON (or is nested too deeply)") from None
     if isinstance(inner, dict) and s3.is_test(inner):
         return [s3.test_event(inner, channel)]
     return s3.parse(inner, channel)

@@ -99,8 +99,8 @@ def parse_message(body: str) -> list[ObjectEvent]:
     """The events of one SQS message body: S3 event JSON, or an SNS envelope of it."""
     try:
         doc = json.loads(body)
-    except ValueError:
-        raise EventRejected("the message body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise EventRejected("the message body is not JSON (or is nested too deeply)") from None
     if sns.is_envelope(doc):
         if doc.get("Type") != "Notification":
             return [sns.control_event(doc, CHANNEL)]
@@ -165,9 +165,22 @@ class SqsConsumer:
             raise StoreError(f"cannot receive from {cfg.queue_url}: {exc}") from exc
         if stop is not None and stop.is_set():
             return len(messages)
-        done = [m["ReceiptHandle"] for m in messages if self.handle(m.get("Body", ""))]
+        done = [m["ReceiptHandle"] for m in messages if self._handled(m)]
         self._delete(done)
         return len(messages)
+
+    def _handled(self, message: dict[str, Any]) -> bool:
+        """One message of a batch; a failure of its own (a catalog error, say) keeps only
+        it in the queue: the batch's other messages are still applied and deleted. A
+        message that fails every time ends in the queue's dead-letter queue, if the
+        queue has a redrive policy."""
+        try:
+            return self.handle(str(message.get("Body", "")))
+        except Exception:
+            log.exception(
+                "SQS message %s of %s not applied", message.get("MessageId"), self.cfg.queue_url
+            )
+            return False
 
     def handle(self, body: str) -> bool:
         """Apply one message; True when it may be deleted from the queue."""

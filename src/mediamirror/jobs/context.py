@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamirror.errors import ProcessingError, TransientProcessingError
+from mediamirror.paths import join_under, safe_segment
 
 ReportFn = Callable[[float, str | None, str], None]
 
@@ -50,6 +51,11 @@ class JobContext:
         one, and a folder per job is a cost at hundreds of jobs a second)."""
         self._workdir.mkdir(parents=True, exist_ok=True)
         return self._workdir
+
+    def scratch(self, name: str) -> Path:
+        """A file in the scratch folder for ``name`` (often an item's name, which comes
+        from a key): made safe, so ``..`` or a NUL never lands outside the folder."""
+        return join_under(self.workdir, safe_segment(name))
 
     @property
     def log_tail(self) -> str:

@@ -19,6 +19,7 @@ from mediamirror.catalog.leases import owner_is_dead
 from mediamirror.catalog.models import utcnow
 from mediamirror.errors import JobError, NotFoundError
 from mediamirror.jobs.model import JOBS, JobStatus, RetryPolicy
+from mediamirror.redact import redact, redact_optional
 
 LOG_TAIL_CHARS = 8000
 
@@ -38,6 +39,13 @@ class JobSpec:
     @property
     def active_key(self) -> str:
         return f"{self.processor}:{self.target_type}:{self.target_id}:{self.input_version}"
+
+
+def _tail(log_tail: str) -> str:
+    """What of a job's log the catalog keeps: its end, without secrets. Every log line,
+    message and error of a job enters the catalog through this module, so this is where
+    redaction happens (before cutting, so no half secret is left at the start)."""
+    return redact(log_tail)[-LOG_TAIL_CHARS:]
 
 
 def _insert(conn: Connection) -> Any:
@@ -149,7 +157,7 @@ def report(
         conn.execute(
             update(JOBS)
             .where(JOBS.c.id == job_id, JOBS.c.state == JobStatus.RUNNING.value)
-            .values(progress=progress, message=message, log_tail=log_tail[-LOG_TAIL_CHARS:])
+            .values(progress=progress, message=redact_optional(message), log_tail=_tail(log_tail))
         )
 
 
@@ -172,13 +180,13 @@ def finish(
         "active_key": None,
         "finished_at": utcnow(),
         "lease_expires_at": None,
-        "message": message,
-        "error": error,
+        "message": redact_optional(message),
+        "error": redact_optional(error),
     }
     if state is JobStatus.SUCCESS:
         values["progress"] = 100.0
     if log_tail is not None:
-        values["log_tail"] = log_tail[-LOG_TAIL_CHARS:]
+        values["log_tail"] = _tail(log_tail)
     stmt = (
         update(JOBS)
         .where(
@@ -244,8 +252,8 @@ def retry_later(
                 run_after=utcnow() + timedelta(seconds=policy.delay(job.attempts)),
                 lease_expires_at=None,
                 worker=None,
-                message=f"retrying: {reason}",
-                log_tail=log_tail[-LOG_TAIL_CHARS:],
+                message=redact(f"retrying: {reason}"),
+                log_tail=_tail(log_tail),
             )
         )
     return True

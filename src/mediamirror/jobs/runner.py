@@ -30,6 +30,7 @@ from mediamirror.processing.processors.base import (
     load_dataset,
     load_dataset_in,
 )
+from mediamirror.redact import redact
 from mediamirror.services import Services
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 def _one_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    # Also recorded in the dataset's metadata, which every viewer reads.
+    return redact(lines[0]) if lines else type(exc).__name__
 
 
 def _change(

@@ -5,12 +5,20 @@ file or a :class:`~mediamirror.processing.rangefile.RangeFile` over a bucket), d
 first video frame to prove the stream is usable and to read its display matrix, and walks
 the top-level MP4 atoms to learn whether the index (``moov``) precedes the media data
 (``mdat``), i.e. whether a browser can start playing before the whole file arrives.
+
+It also measures the frame durations at the start of the stream, because a variable frame
+rate breaks "frame N is shown at N / fps", which annotation tools rely on. The timestamps
+come from the container's index when it lists every frame (MP4/MOV, AVI: no extra reads),
+else from demuxing a bounded number of packets (never decoding them).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import statistics
 import struct
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +27,7 @@ from typing import Any, Protocol
 import av
 import av.error
 from av.container import InputContainer
+from av.packet import Packet
 from av.video.format import VideoFormat
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
@@ -32,6 +41,15 @@ MAX_PACKETS_TO_FIRST_FRAME = 64
 MAX_TOP_LEVEL_ATOMS = 64
 # ffmpeg's name for the ISO base media family (mp4, mov, m4v, 3gp...).
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
+# Frame timing is measured over the first frames only. An index is already in memory, so
+# many entries cost nothing; demuxed packets cost bytes, so they are bounded three ways.
+TIMING_INDEX_ENTRIES = 3000
+TIMING_PACKETS = 300
+TIMING_SECONDS = 10.0
+TIMING_BYTES = 4 * 1024 * 1024
+# Durations within 1% (or one tick of the time base) of the typical one count as equal:
+# timestamps are rounded to the time base (29.97 fps in milliseconds is 33, 34, 33...).
+DURATION_TOLERANCE = 0.01
 
 
 class SeekableReader(Protocol):
@@ -49,6 +67,11 @@ class VideoProbe:
     ``rotation`` follows the classic ``rotate`` tag: degrees *clockwise* (0, 90, 180 or 270)
     a player turns the decoded picture to show it upright. ``faststart`` is ``None`` for
     containers outside the MP4 family, where the notion does not apply.
+
+    ``frame_duration_min``/``_max`` (seconds) are measured over the first frames (see
+    :data:`TIMING_PACKETS`); ``variable_frame_rate`` says whether those durations differ by
+    more than the tolerance, ``None`` when the timestamps could not be measured.
+    ``time_base`` is the stream's tick (``"1/15360"``), the precision of its timestamps.
     """
 
     format_name: str
@@ -69,6 +92,10 @@ class VideoProbe:
     faststart: bool | None
     profile: str | None = None
     filename: str | None = None
+    time_base: str | None = None
+    frame_duration_min: float | None = None
+    frame_duration_max: float | None = None
+    variable_frame_rate: bool | None = None
 
     @property
     def sar(self) -> Fraction | None:
@@ -144,7 +171,10 @@ def _inspect(container: InputContainer, shown: str, label: str | None) -> VideoP
         kind = "audio-only file" if audio else "no audio or video streams"
         raise ProcessingError(f"{shown}: no video stream ({kind})")
     stream = videos[0]
-    frame = _first_frame(container, stream, shown)
+    packets = container.demux(stream)
+    seen: list[int] = []
+    frame = _first_frame(packets, stream, shown, seen)
+    timing = _frame_timing(stream, _timestamps(stream, packets, seen))
     ctx = stream.codec_context
     pix_fmt = ctx.pix_fmt or frame.format.name
     avg_fps = _rate(stream.average_rate)
@@ -170,15 +200,24 @@ def _inspect(container: InputContainer, shown: str, label: str | None) -> VideoP
         faststart=None,
         profile=stream.profile,
         filename=label,
+        time_base=_fraction_text(stream.time_base),
+        **timing,
     )
 
 
-def _first_frame(container: InputContainer, stream: VideoStream, shown: str) -> VideoFrame:
-    """Decode the first frame, reading at most a bounded number of packets."""
+def _first_frame(
+    packets: Iterator[Packet[VideoStream]], stream: VideoStream, shown: str, seen: list[int]
+) -> VideoFrame:
+    """Decode the first frame, reading at most a bounded number of packets.
+
+    The timestamps of the packets read go to ``seen``, so that measuring the frame timing
+    can go on from there without reading them again.
+    """
     # Slice threading adds no frame delay, so the first frame comes out of the first packets.
     stream.thread_type = "SLICE"
     try:
-        for count, packet in enumerate(container.demux(stream)):
+        for count, packet in enumerate(packets):
+            _note_timestamp(packet, seen)
             for frame in stream.decode(packet):
                 return frame
             if count >= MAX_PACKETS_TO_FIRST_FRAME:
@@ -190,6 +229,64 @@ def _first_frame(container: InputContainer, stream: VideoStream, shown: str) -> 
     except (av.error.FFmpegError, EOFError, ValueError) as exc:
         raise ProcessingError(f"{shown}: video stream is not decodable ({_reason(exc)})") from exc
     raise ProcessingError(f"{shown}: no decodable video frame (truncated or corrupt?)")
+
+
+def _note_timestamp(packet: Packet[VideoStream], seen: list[int]) -> None:
+    stamp = packet.pts if packet.pts is not None else packet.dts
+    if stamp is not None and packet.size > 0:  # the flush packet has neither
+        seen.append(stamp)
+
+
+def _timestamps(
+    stream: VideoStream, packets: Iterator[Packet[VideoStream]], seen: list[int]
+) -> list[int]:
+    """Timestamps of the first frames, from the index when it lists every frame."""
+    entries = stream.index_entries
+    if stream.frames > 0 and len(entries) >= stream.frames:
+        return [
+            entry.timestamp
+            for entry in entries[:TIMING_INDEX_ENTRIES]
+            if not entry.is_discard  # edit-list pre-roll: never shown
+        ]
+    return _demuxed_timestamps(stream, packets, seen)
+
+
+def _demuxed_timestamps(
+    stream: VideoStream, packets: Iterator[Packet[VideoStream]], seen: list[int]
+) -> list[int]:
+    """Go on demuxing (no decoding) until enough packets, seconds or bytes were read."""
+    stamps = list(seen)
+    span_limit = TIMING_SECONDS / stream.time_base if stream.time_base else float("inf")
+    budget = TIMING_BYTES
+    try:
+        for packet in packets:
+            _note_timestamp(packet, stamps)
+            budget -= packet.size
+            span = stamps[-1] - stamps[0] if stamps else 0
+            if len(stamps) >= TIMING_PACKETS or budget <= 0 or span > span_limit:
+                break
+    except (av.error.FFmpegError, EOFError, ValueError):
+        pass  # damage further on is the transcode's business; time what was read
+    return stamps
+
+
+def _frame_timing(stream: VideoStream, stamps: list[int]) -> dict[str, Any]:
+    """Shortest and longest frame duration (s), and whether they vary beyond the tolerance.
+
+    B-frames arrive in decode order, so presentation timestamps are sorted first.
+    """
+    ordered = sorted(set(stamps))
+    durations = [later - earlier for earlier, later in itertools.pairwise(ordered)]
+    if len(durations) < 2 or not stream.time_base:
+        return {}
+    typical = statistics.median(durations)
+    tolerance = max(1.0, typical * DURATION_TOLERANCE)  # in ticks
+    tick = stream.time_base
+    return {
+        "frame_duration_min": float(min(durations) * tick),
+        "frame_duration_max": float(max(durations) * tick),
+        "variable_frame_rate": any(abs(d - typical) > tolerance for d in durations),
+    }
 
 
 def mp4_faststart(fileobj: SeekableReader, size: int) -> bool | None:
@@ -250,6 +347,10 @@ def _frame_count(
     if duration and fps:
         return max(1, round(duration * fps)), True
     return None, True
+
+
+def _fraction_text(value: Fraction | None) -> str | None:
+    return f"{value.numerator}/{value.denominator}" if value else None
 
 
 def _sar_text(sar: Fraction | None) -> str:

@@ -43,13 +43,18 @@ class RangeFile(io.RawIOBase):
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         cache_blocks: int = DEFAULT_CACHE_BLOCKS,
+        etag: str | None = None,
     ) -> None:
-        """Open ``key``; ``size`` saves a ``store.head`` call when the catalog knows it."""
+        """Open ``key``; ``size`` saves a ``store.head`` call when the catalog knows it.
+        With ``etag`` (the version the catalog knows), every range comes from that version:
+        an object replaced during the read fails (TransientProcessingError, retried)
+        instead of mixing old and new bytes."""
         super().__init__()
         if block_size <= 0 or cache_blocks <= 0:
             raise ValueError("block_size and cache_blocks must be positive")
         self.store = store
         self.key = key
+        self.etag = etag
         self.name = key  # lets probe() see the file name, as with a real file
         self.size = store.head(key).size if size is None else size
         self.block_size = block_size
@@ -132,7 +137,10 @@ class RangeFile(io.RawIOBase):
     def _fetch(self, first: int, last: int) -> dict[int, bytes]:
         start = first * self.block_size
         length = min((last + 1) * self.block_size, self.size) - start
-        data = self.store.read_range(self.key, start, length)
+        if self.etag is None:
+            data = self.store.read_range(self.key, start, length)
+        else:
+            data = self.store.read_range(self.key, start, length, etag=self.etag)
         self.requests += 1
         self.bytes_fetched += len(data)
         if len(data) != length:

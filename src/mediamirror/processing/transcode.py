@@ -21,12 +21,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Literal
 
 from mediamirror.errors import ProcessingError, TransientProcessingError
-from mediamirror.processing.children import die_with_parent
+from mediamirror.processing.children import spawn, stop_group
+from mediamirror.processing.failures import ffmpeg_failure
 from mediamirror.processing.probe import VideoProbe
 
 Action = Literal["keep", "remux", "transcode"]
@@ -47,6 +49,12 @@ GENERIC_STDERR = ("Conversion failed!", "Exiting normally", "Error opening outpu
 URL_QUERY = re.compile(
     r"(\b[a-z][a-z0-9+.-]*://[^\s?'\"]*)\?(?:[^\s'\"]*[^\s'\":,])?", re.IGNORECASE
 )
+# Frame rates cameras and editors produce: a measured rate this close to one of them is it.
+STANDARD_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0)
+RATE_TOLERANCE = 0.01
+# A variable-rate source is made constant at the rate of its shortest frame; two frames a
+# millisecond apart must not turn a clip into a 1000 fps one (configure a rate for more).
+MAX_AUTO_CONSTANT_FPS = 120.0
 STOP_GRACE_SECONDS = 2.0
 POLL_SECONDS = 0.1
 
@@ -58,6 +66,11 @@ class VideoPlan:
     ``fps`` is the annotation frame rate (``min(requested, native)``, or native when none was
     requested) and ``original_fps`` the native rate. The transcode keeps the source's timing
     (no frame dropping), as DIVE does, so frame numbers stay comparable with the original.
+
+    A source whose frame durations vary cannot keep its timing: "frame N at N / fps" would
+    drift from the picture. ``constant_fps`` is then the rate the transcode makes every frame
+    last (frames are repeated, never merged, at the default rate), and ``fps`` derives from
+    it instead of the native (average) rate. ``None`` keeps the source's timing.
     """
 
     action: Action
@@ -67,17 +80,25 @@ class VideoPlan:
     has_audio: bool
     copy_audio: bool
     duration: float | None
+    constant_fps: float | None = None
 
 
 def plan_video(
-    probe: VideoProbe, requested_fps: float, *, filename: str | None = None
+    probe: VideoProbe,
+    requested_fps: float,
+    *,
+    filename: str | None = None,
+    vfr_fps: float = 0.0,
 ) -> VideoPlan:
     """Decide keep / remux / transcode for ``probe`` and settle the frame rate.
 
     ``requested_fps`` <= 0 (DIVE's ``-1``) means "the native rate". ``filename`` overrides
     ``probe.filename``; only its extension is used (a kept original must be ``.mp4``/``.m4v``).
+    A variable frame rate is always transcoded, to ``vfr_fps`` when it is > 0, else to the
+    stream's real rate (see :func:`constant_rate`).
     """
-    stream_problems = _stream_problems(probe)
+    constant = constant_rate(probe, vfr_fps) if probe.variable_frame_rate else None
+    stream_problems = _stream_problems(probe) + _timing_problems(probe, constant)
     container_problems = _container_problems(probe, filename or probe.filename or "")
     if stream_problems:
         action: Action = "transcode"
@@ -85,7 +106,7 @@ def plan_video(
         action = "remux"
     else:
         action = "keep"
-    fps, original = _frame_rates(probe, requested_fps)
+    fps, original = _frame_rates(probe, requested_fps, constant)
     return VideoPlan(
         action=action,
         fps=fps,
@@ -94,7 +115,47 @@ def plan_video(
         has_audio=probe.has_audio,
         copy_audio=probe.audio_codec in MP4_AUDIO_CODECS,
         duration=probe.duration,
+        constant_fps=constant,
     )
+
+
+def constant_rate(probe: VideoProbe, configured: float = 0.0) -> float:
+    """The constant rate for a variable-rate stream: ``configured`` when > 0, else its real rate.
+
+    The real rate gives the shortest frame seen its own slot, so no frame is dropped. It is
+    the container's ``real_fps`` guess when that agrees with the shortest duration, else the
+    closest standard rate, else the measured one, within a tick or 1% (timestamps are rounded
+    to the time base), and at most :data:`MAX_AUTO_CONSTANT_FPS`.
+    """
+    if configured > 0:
+        return configured
+    shortest = probe.frame_duration_min
+    if not shortest:
+        raise ProcessingError("cannot determine the video's frame rate")
+    tick = float(Fraction(probe.time_base)) if probe.time_base else 0.0
+    tolerance = max(tick, shortest * RATE_TOLERANCE)
+
+    def fits(rate: float) -> bool:
+        return abs(1 / rate - shortest) <= tolerance
+
+    closest = min(STANDARD_RATES, key=lambda rate: abs(1 / rate - shortest))
+    if probe.real_fps and fits(probe.real_fps):
+        rate = probe.real_fps
+    elif fits(closest):
+        rate = closest
+    else:
+        rate = round(1 / shortest, 3)
+    return min(rate, MAX_AUTO_CONSTANT_FPS)
+
+
+def _timing_problems(probe: VideoProbe, constant: float | None) -> list[str]:
+    if constant is None or probe.frame_duration_min is None:
+        return []
+    shortest, longest = probe.frame_duration_min * 1000, (probe.frame_duration_max or 0) * 1000
+    return [
+        f"variable frame rate (frame durations {shortest:.1f}\u2013{longest:.1f} ms): "
+        f"made constant at {constant:g} fps"
+    ]
 
 
 def _stream_problems(probe: VideoProbe) -> list[str]:
@@ -120,15 +181,19 @@ def _container_problems(probe: VideoProbe, filename: str) -> list[str]:
     return []
 
 
-def _frame_rates(probe: VideoProbe, requested_fps: float) -> tuple[float, float]:
-    native = probe.native_fps
+def _frame_rates(
+    probe: VideoProbe, requested_fps: float, constant: float | None
+) -> tuple[float, float]:
+    """(annotation rate, original rate): the annotation rate never exceeds the playable one."""
+    native = probe.native_fps or constant
     if native is None:
         if requested_fps > 0:
             return requested_fps, requested_fps
         raise ProcessingError("cannot determine the video's frame rate")
+    playable = constant or native
     if requested_fps <= 0:
-        return native, native
-    return min(requested_fps, native), native
+        return playable, native
+    return min(requested_fps, playable), native
 
 
 def build_ffmpeg_command(
@@ -160,12 +225,26 @@ def build_ffmpeg_command(
         command += ["-c:v", "copy"]
     else:
         command += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
-        command += ["-pix_fmt", "yuv420p", "-vf", SQUARE_EVEN_SCALE]
+        command += ["-pix_fmt", "yuv420p", "-vf", _video_filters(plan)]
     if plan.has_audio:
         keep_audio = plan.action == "remux" and plan.copy_audio
         command += ["-c:a", "copy"] if keep_audio else ["-c:a", "aac", "-b:a", "160k"]
     command += ["-movflags", "+faststart", "-f", "mp4", output]
     return command
+
+
+def _video_filters(plan: VideoPlan) -> str:
+    if plan.constant_fps is None:
+        return SQUARE_EVEN_SCALE
+    # The fps filter (in every ffmpeg build, unlike -fps_mode) repeats or drops frames onto
+    # a constant grid; it runs before scaling so dropped frames are never scaled.
+    return f"fps={_rate_text(plan.constant_fps)},{SQUARE_EVEN_SCALE}"
+
+
+def _rate_text(fps: float) -> str:
+    """A rate as ffmpeg's exact fraction: 29.97002997 is 30000/1001, not 29.97."""
+    rate = Fraction(fps).limit_denominator(1001)
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
 def run_ffmpeg(
@@ -187,14 +266,13 @@ def run_ffmpeg(
     """
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     try:
-        proc = subprocess.Popen(
+        # In its own process group, which ends with the worker: see processing/children.py.
+        proc = spawn(
             cmd,
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise ProcessingError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from exc
@@ -220,7 +298,7 @@ def run_ffmpeg(
         proc.stdout.close()
         proc.stderr.close()
     if proc.returncode != 0:
-        raise ProcessingError(f"ffmpeg failed (exit {proc.returncode}): {_last_reason(tail)}")
+        raise ffmpeg_failure(cmd, proc.returncode, _last_reason(tail))
     progress.finish()
 
 
@@ -302,12 +380,7 @@ def redact_urls(text: str) -> str:
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Ask ffmpeg to stop (it closes its output on SIGTERM), then insist."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_group(proc, STOP_GRACE_SECONDS)
 
 
 def _last_reason(lines: Iterable[str]) -> str:
@@ -445,7 +518,7 @@ def _run_quick(cmd: list[str], timeout: float) -> None:
         raise ProcessingError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from exc
     if result.returncode != 0:
         reason = redact_urls(_last_reason(result.stderr.splitlines()))
-        raise ProcessingError(f"ffmpeg failed (exit {result.returncode}): {reason}")
+        raise ffmpeg_failure(cmd, result.returncode, reason)
 
 
 def _ignore(_: float) -> None:

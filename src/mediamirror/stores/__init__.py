@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mediamirror.errors import ConfigError, StoreError
+from mediamirror.redact import remember
 from mediamirror.stores.base import ObjectInfo, Store, WritableStore
+from mediamirror.stores.timeouts import StoreTimeouts
 
 __all__ = [
     "PRESETS",
@@ -105,6 +107,27 @@ def _split_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix
 
 
+def _printable(what: str, value: str) -> None:
+    """Control characters (a NUL above all) in a URL or path are refused: no file system,
+    database or HTTP library accepts them, and each fails in its own way."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(f"{what} {value!r} contains the control character {bad!r}")
+
+
+def _check_endpoint(endpoint_url: str) -> None:
+    _printable("endpoint URL", endpoint_url)
+    try:
+        parts = urlsplit(endpoint_url)
+        parts.port  # noqa: B018  (parsing the port is the check: "port out of range")
+    except ValueError as exc:
+        raise ConfigError(f"endpoint URL {endpoint_url!r} is malformed: {exc}") from None
+    if parts.scheme not in {"http", "https"}:
+        raise ConfigError(f"endpoint URL {endpoint_url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"endpoint URL {endpoint_url!r} names no host")
+
+
 def parse_spec(
     url: str,
     *,
@@ -117,9 +140,17 @@ def parse_spec(
     secret_key_env: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> StoreSpec:
-    """Validate a store URL and options; resolve the non-secret preset values."""
+    """Validate a store URL and options; resolve the non-secret preset values.
+
+    Every refusal is a :class:`ConfigError` with one line, so the CLI and the API say
+    what is wrong instead of failing on a malformed URL deep inside a backend."""
     env = env or {}
-    scheme, bucket, prefix = _split_url(url)
+    _printable("store URL", url)
+    try:
+        scheme, bucket, prefix = _split_url(url)
+    except ValueError as exc:  # urlsplit: "Invalid IPv6 URL", a bad port...
+        raise ConfigError(f"store URL {url!r} is malformed: {exc}") from None
+    _printable("the path of store URL", prefix)  # a file:// path is percent-decoded
     if scheme == "file":
         return StoreSpec(kind="local", scheme="file", bucket="", prefix=prefix)
     if scheme == "gs":
@@ -143,8 +174,8 @@ def parse_spec(
         endpoint_url = f"https://{region}.digitaloceanspaces.com"
     if preset == "minio" and not endpoint_url:
         raise ConfigError("MinIO needs --endpoint-url (e.g. http://127.0.0.1:9000)")
-    if endpoint_url and not urlsplit(endpoint_url).scheme.startswith("http"):
-        raise ConfigError(f"endpoint URL {endpoint_url!r} must start with http:// or https://")
+    if endpoint_url:
+        _check_endpoint(endpoint_url)
     addressing = addressing or p.addressing
     if addressing not in {"auto", "path", "virtual"}:
         raise ConfigError(f"addressing must be auto, path or virtual, not {addressing!r}")
@@ -173,10 +204,17 @@ def _secret(env: Mapping[str, str], name: str | None, what: str) -> str | None:
     value = env.get(name)
     if not value:
         raise StoreError(f"environment variable {name} ({what}) is not set")
+    remember(value, name)  # a credential never shows in a message, whatever its name
     return value
 
 
-def open_store(spec: StoreSpec, env: Mapping[str, str], *, page_size: int = 1000) -> Any:
+def open_store(
+    spec: StoreSpec,
+    env: Mapping[str, str],
+    *,
+    page_size: int = 1000,
+    timeouts: StoreTimeouts | None = None,
+) -> Any:
     """Open the store a spec describes, reading credential references from ``env``."""
     # Backends are imported here: boto3 alone costs half a second of start-up.
     if spec.kind == "local":
@@ -202,6 +240,7 @@ def open_store(spec: StoreSpec, env: Mapping[str, str], *, page_size: int = 1000
         secret_key=_secret(env, secret_env, "secret key"),
         page_size=page_size,
         credentials_hint=hint,
+        timeouts=timeouts,
     )
 
 
@@ -228,8 +267,8 @@ class ReadOnlyStore:
         info: ObjectInfo = self._inner.head(key)
         return info
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        return bytes(self._inner.read_range(key, start, length))
+    def read_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        return bytes(self._inner.read_range(key, start, length, etag))
 
     def download(self, key: str, dest: Path) -> None:
         self._inner.download(key, dest)

@@ -52,8 +52,10 @@ class Store(Protocol):
         """Current size, etag and modification time of one object."""
         ...
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """Up to ``length`` bytes of an object from offset ``start`` (fewer at the end)."""
+    def read_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        """Up to ``length`` bytes of an object from offset ``start`` (fewer at the end).
+        With ``etag``, only from that version of the object: a replaced object raises
+        ``TransientProcessingError`` instead of mixing old and new bytes."""
         ...
 
     def download(self, key: str, dest: Path) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mediamirror.errors import NotFoundError, StoreError
+from mediamirror.paths import check_relpath, join_under
 from mediamirror.stores.base import ObjectInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,18 +95,27 @@ class LocalStore:
             yield page
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        # "a/../b" would name b: a directory cannot hold such a key, so it is refused
+        # outright; resolving then catches symbolic links that lead out of the root.
+        path = join_under(self.root, key).resolve()
         if not path.is_relative_to(self.root):
             raise StoreError(f"key {key!r} points outside {self.root}")
         return path
 
     def head(self, key: str) -> ObjectInfo:
         try:
+            check_relpath(key, str(self.root))
+        except StoreError:
+            # No directory can hold "a/../b" or "a//b": for an event naming one, the
+            # object simply does not exist (reading b instead would catalog it twice).
+            raise NotFoundError(f"{self.object_url(key)} does not exist") from None
+        try:
             return _info(key, self._path(key).stat())
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.object_url(key)} does not exist") from exc
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        # ``etag`` is not checked: a local file can change between any two reads anyway.
         try:
             with self._path(key).open("rb") as fh:
                 fh.seek(start)

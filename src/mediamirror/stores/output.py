@@ -7,34 +7,117 @@ half-written is ever visible.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import ipaddress
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from mediamirror.errors import ConfigError
+from mediamirror.paths import check_relpath
 from mediamirror.stores import StoreSpec, open_store, parse_spec
+from mediamirror.stores.timeouts import StoreTimeouts
+
+if TYPE_CHECKING:
+    from mediamirror.config import Settings
+
+#: AWS's own S3 endpoints: with or without a region, dual-stack, FIPS, China.
+_AWS_HOST = re.compile(r"s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
 
 
-def _overlaps(a: StoreSpec, b: StoreSpec) -> bool:
-    if (a.kind, a.bucket) != (b.kind, b.bucket):
+def _host(host: str) -> str:
+    """One spelling per host: lower case; ``localhost`` and every loopback address alike."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return "loopback" if address.is_loopback else address.compressed
+
+
+def _endpoint(spec: StoreSpec) -> str:
+    """The S3 API a spec talks to, spelled one way: AWS's endpoint is the same whether it
+    is given or not, the default port is the same as no port, a trailing ``/`` is nothing."""
+    if not spec.endpoint_url:
+        return "aws"
+    parts = urlsplit(spec.endpoint_url.strip())
+    host = (parts.hostname or "").lower().rstrip(".")
+    if _AWS_HOST.fullmatch(host):
+        return "aws"
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return spec.endpoint_url.strip().lower()
+    path = re.sub("/+", "/", parts.path).rstrip("/")
+    return f"{_host(host)}:{port}{path}"
+
+
+def _folder(path: str) -> str:
+    # "" is the whole bucket: it must contain every prefix, so it may not become "/".
+    return path.strip("/") + "/" if path.strip("/") else ""
+
+
+def _folders(spec: StoreSpec) -> set[str]:
+    """Where a store's keys live, as ``a/b/`` folders. A directory is resolved (``..``,
+    ``//`` and symbolic links); an S3 prefix is taken both literally (AWS keeps ``a//b``
+    and ``a/../b`` as they are) and normalised (MinIO and others clean such paths)."""
+    if spec.kind == "local":
+        return {_folder(os.path.realpath(spec.prefix))}
+    return {_folder(spec.prefix), _folder(posixpath.normpath("/" + spec.prefix))}
+
+
+def overlaps(a: StoreSpec, b: StoreSpec) -> bool:
+    """True when one store holds (part of) the other: same resolved place, and one
+    folder inside the other."""
+    if a.kind != b.kind:
         return False
-    if a.kind == "s3" and (a.endpoint_url or "").rstrip("/") != (b.endpoint_url or "").rstrip("/"):
+    if a.kind != "local" and (_endpoint(a), a.bucket) != (_endpoint(b), b.bucket):
         return False
+    return any(x.startswith(y) or y.startswith(x) for x in _folders(a) for y in _folders(b))
 
-    def folder(prefix: str) -> str:
-        # "" is the whole bucket: it must contain every prefix, so it may not become "/".
-        return prefix.strip("/") + "/" if prefix.strip("/") else ""
 
-    pa, pb = folder(a.prefix), folder(b.prefix)
-    return pa.startswith(pb) or pb.startswith(pa)
+def derived_specs(settings: Settings, env: Mapping[str, str]) -> list[StoreSpec]:
+    """The stores derived files are written to: the output store, the results store and
+    the results stores of command processors."""
+    processors = settings.sections.get("processors") or {}
+    urls: list[Any] = [settings.output_url, settings.results_store]
+    if isinstance(processors, Mapping):
+        urls += [c.get("results_store") for c in processors.values() if isinstance(c, Mapping)]
+    specs = []
+    for url in dict.fromkeys(u for u in urls if isinstance(u, str) and u):
+        try:
+            specs.append(
+                parse_spec(url, endpoint_url=settings.output_endpoint_url or None, env=env)
+            )
+        except ConfigError:
+            continue  # a broken setting fails where it is used, with its own message
+    return specs
+
+
+def check_apart(source: StoreSpec, derived: Iterable[StoreSpec]) -> None:
+    """Refuse a source that overlaps a store derived files go to: the next sync would
+    mirror those files back as new datasets, and outputs would be written into a source."""
+    for spec in derived:
+        if overlaps(spec, source):
+            raise ConfigError(
+                f"output store {spec.url} overlaps the source {source.url}: "
+                "sources are read-only, choose another bucket or prefix"
+            )
 
 
 class OutputStore:
     """A writable store addressed by keys relative to its prefix."""
 
-    def __init__(self, spec: StoreSpec, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, spec: StoreSpec, env: Mapping[str, str], timeouts: StoreTimeouts | None = None
+    ) -> None:
         self.spec = spec
-        self.inner: Any = open_store(spec, env)
+        self.inner: Any = open_store(spec, env, timeouts=timeouts)
         self.prefix = "" if spec.kind == "local" else spec.prefix
         if spec.kind == "local":
             Path(spec.prefix).mkdir(parents=True, exist_ok=True)
@@ -47,18 +130,27 @@ class OutputStore:
         *,
         endpoint_url: str | None = None,
         sources: list[StoreSpec] = (),  # type: ignore[assignment]
+        timeouts: StoreTimeouts | None = None,
     ) -> OutputStore:
         spec = parse_spec(url, endpoint_url=endpoint_url or None, env=env)
         for source in sources:
-            if _overlaps(spec, source):
-                raise ConfigError(
-                    f"output store {spec.url} overlaps the source {source.url}: "
-                    "sources are read-only, choose another bucket or prefix"
-                )
-        return cls(spec, env)
+            check_apart(source, [spec])
+        return cls(spec, env, timeouts)
 
     def key(self, rel: str) -> str:
-        return self.prefix + rel.lstrip("/")
+        """The store key of an output path. Output paths are made with
+        :func:`mediamirror.paths.safe_relpath`; one with a ``..`` or empty segment (an old
+        catalog's folder path, say) is refused rather than written beside its place."""
+        clean = rel.lstrip("/")
+        body = clean[:-1] if clean.endswith("/") else clean  # a listing prefix ends in /
+        if body:
+            check_relpath(body, self.spec.url)
+        return self.prefix + clean
+
+    def version(self, rel: str) -> str:
+        """A token that changes whenever the file at ``rel`` is written again (its etag:
+        the content hash on S3, mtime and size locally)."""
+        return str(self.inner.head(self.key(rel)).etag)
 
     def url(self, rel: str) -> str:
         return str(self.inner.object_url(self.key(rel)))
@@ -77,8 +169,8 @@ class OutputStore:
     def delete(self, rel: str) -> None:
         self.inner.delete(self.key(rel))
 
-    def read_range(self, rel: str, start: int, length: int) -> bytes:
-        return bytes(self.inner.read_range(self.key(rel), start, length))
+    def read_range(self, rel: str, start: int, length: int, etag: str | None = None) -> bytes:
+        return bytes(self.inner.read_range(self.key(rel), start, length, etag))
 
     def size(self, rel: str) -> int:
         return int(self.inner.head(self.key(rel)).size)

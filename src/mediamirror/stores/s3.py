@@ -13,14 +13,21 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     ParamValidationError,
     ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
 )
 
-from mediamirror.errors import ConfigError, NotFoundError, StoreError
+from mediamirror.errors import ConfigError, NotFoundError, StoreError, TransientProcessingError
 from mediamirror.stores.base import ObjectInfo
+from mediamirror.stores.timeouts import StoreTimeouts
 
 _DENIED = {
     "AccessDenied",
@@ -51,6 +58,7 @@ class S3Store:
         session_token: str | None = None,
         page_size: int = 1000,
         credentials_hint: str = "",
+        timeouts: StoreTimeouts | None = None,
     ) -> None:
         self.scheme = scheme
         self.bucket = bucket
@@ -67,11 +75,16 @@ class S3Store:
             )
         except ProfileNotFound as exc:
             raise ConfigError(f"AWS profile {profile!r} is not configured") from exc
+        self.timeouts = timeouts = timeouts or StoreTimeouts()
         config = Config(
             s3=cast(Any, {"addressing_style": addressing}),
-            retries={"max_attempts": 4, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            # "standard" retries 500, 502, 503, 504, throttling, resets and timeouts with
+            # jittered exponential backoff; a read timeout turns a stalled endpoint into
+            # a retry instead of a hang.
+            # (botocore's "max_attempts" counts retries only; "total_max_attempts" all tries.)
+            retries={"total_max_attempts": timeouts.max_attempts, "mode": "standard"},
+            connect_timeout=timeouts.connect,
+            read_timeout=timeouts.read,
             max_pool_connections=16,
             # GCS and older MinIO reject the newer default checksum headers.
             request_checksum_calculation="when_required",
@@ -97,6 +110,9 @@ class S3Store:
             raise StoreError(f"no credentials to {action} {where}: set {hint}") from exc
         if isinstance(exc, EndpointConnectionError):
             raise StoreError(f"cannot reach {endpoint} to {action} {where}") from exc
+        fault = self._network_fault(exc)
+        if fault is not None:
+            raise StoreError(f"cannot {action} {where}: {endpoint} {fault}") from exc
         if isinstance(exc, ParamValidationError):
             raise StoreError(f"cannot {action} {where}: {exc}") from exc
         if isinstance(exc, ClientError):
@@ -113,10 +129,31 @@ class S3Store:
                 )
                 raise StoreError(f"access denied to {where}: check the credentials{hint}") from exc
             message = err.get("Message") or code or str(exc)
+            if isinstance(status, int) and status >= 500:
+                # Retried already (see __init__): say so, users then know it is not a blip.
+                attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+                message = f"{message} (HTTP {status}, {attempts} attempt(s))"
             raise StoreError(f"cannot {action} {where}: {message}") from exc
         if isinstance(exc, BotoCoreError):
             raise StoreError(f"cannot {action} {where}: {exc}") from exc
         raise exc
+
+    def _network_fault(self, exc: Exception) -> str | None:
+        """What went wrong on the wire, in words, once botocore's retries are spent.
+
+        Botocore's own messages quote the request URL (a presigned one holds a signature)
+        and name no cause a user can act on.
+        """
+        attempts = f"{self.timeouts.max_attempts} attempt(s)"
+        if isinstance(exc, ReadTimeoutError):
+            return f"did not answer within {self.timeouts.read:g} s ({attempts})"
+        if isinstance(exc, ConnectTimeoutError):
+            return f"did not accept a connection within {self.timeouts.connect:g} s ({attempts})"
+        if isinstance(exc, ConnectionClosedError | ResponseStreamingError | IncompleteReadError):
+            return f"closed the connection before the answer was complete ({attempts})"
+        if isinstance(exc, HTTPClientError):
+            return f"broke the connection ({attempts})"
+        return None
 
     def check(self) -> None:
         try:
@@ -162,17 +199,25 @@ class S3Store:
             last_modified=resp["LastModified"].astimezone(UTC),
         )
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
         if length <= 0:
             return b""
+        # If-Match: each range comes from the version the catalog knows, or not at all.
+        match = {"IfMatch": f'"{etag}"'} if etag else {}
         try:
             resp = self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", **match
             )
             return bytes(resp["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "InvalidRange":
                 return b""
+            if code in {"PreconditionFailed", "412"}:
+                raise TransientProcessingError(
+                    f"{self.object_url(key)}: the object changed while it was being read;"
+                    " will retry"
+                ) from exc
             self._fail(exc, "read", key)
         except BotoCoreError as exc:
             self._fail(exc, "read", key)

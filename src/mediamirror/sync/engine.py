@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from mediamirror import interrupt
 from mediamirror.catalog import leases
 from mediamirror.catalog.bulk import insert_items
 from mediamirror.catalog.db import Catalog
@@ -90,13 +91,13 @@ def prefetch(pages: Iterable[list[ObjectInfo]], depth: int = 2) -> Iterator[list
     def produce() -> None:
         try:
             for page in pages:
-                while not stop.is_set():
+                while not stop.is_set() and not interrupt.STOP.is_set():
                     try:
                         q.put(page, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if stop.is_set() or interrupt.STOP.is_set():
                     return
             q.put(done)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -106,7 +107,12 @@ def prefetch(pages: Iterable[list[ObjectInfo]], depth: int = 2) -> Iterator[list
     thread.start()
     try:
         while True:
-            item = q.get()
+            try:
+                # Polled, so a stop request is seen even while the store is slow to answer.
+                item = q.get(timeout=0.2)
+            except queue.Empty:
+                interrupt.check()
+                continue
             if item is done:
                 return
             if isinstance(item, BaseException):
@@ -254,6 +260,7 @@ class SyncEngine:
     def _merge_listing(self) -> str | None:
         last: str | None = None
         for chunk in rechunk(self._pages()):
+            interrupt.check()  # a safe point: the previous chunk is committed
             for a, b in itertools.pairwise(chunk):
                 if a.key >= b.key:
                     raise SyncError(f"the store listed {b.key!r} after {a.key!r}: not sorted")
@@ -364,7 +371,7 @@ class SyncEngine:
         placed_sidecars = [
             (o, row, full(place(o.key, o.size, videos).folder)) for o, row in sidecars
         ]
-        marker_paths = {full(self.layout.relative(m.key).rstrip("/")) for m in markers}
+        marker_paths = {full(self.layout.marker_folder(m.key)) for m in markers}
 
         paths = {p for _, p in placed_fresh} | {p for _, _, p in placed_changed}
         paths |= {p for _, _, p in placed_sidecars} | marker_paths | set(placements)
@@ -405,6 +412,9 @@ class SyncEngine:
                     last_modified=bindparam("b_lm"),
                     state="present",
                     needs_processing=True,
+                    # The listing is the truth again: what events recorded is reset.
+                    sequencer=None,
+                    sequencer_lifetime=None,
                     updated_at=now,
                 ),
                 [
@@ -469,7 +479,7 @@ class SyncEngine:
             conn.execute(
                 update(ITEMS)
                 .where(ITEMS.c.id.in_(ids[i : i + _ID_BATCH]))
-                .values(state="deleted", updated_at=now)
+                .values(state="deleted", sequencer=None, sequencer_lifetime=None, updated_at=now)
             )
         self.summary.deleted += len(ids)
         self._mark_empty(conn, {row.folder_id for row in rows})
@@ -509,6 +519,7 @@ class SyncEngine:
     def _delete_tail(self, last: str | None) -> None:
         """Keys after the last listed one are gone from the store."""
         while True:
+            interrupt.check()
             with self._transaction() as conn:
                 query = (
                     select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.folder_id)

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from mediamirror.catalog.models import FOLDERS, utcnow
+from mediamirror.errors import SyncError
+from mediamirror.paths import is_safe
 
 _BATCH = 500
 
@@ -34,7 +36,15 @@ class FolderIndex:
         return path == self.mount or path.startswith(self.mount + "/")
 
     def full(self, rel: str) -> str:
-        return f"{self.mount}/{rel}" if rel else self.mount
+        """The catalog path of ``rel`` (a safe path from the layout) under the mount.
+
+        Checked again here, where folders are created: a ``..`` or empty segment would
+        make a folder outside the mount, in another source's tree."""
+        if not rel:
+            return self.mount
+        if not is_safe(rel):
+            raise SyncError(f"folder path {rel!r} would leave the mount {self.mount}")
+        return f"{self.mount}/{rel}"
 
     def resolve(
         self, conn: Connection, paths: Iterable[str], new_meta: Mapping[str, dict[str, Any]]

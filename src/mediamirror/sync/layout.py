@@ -7,6 +7,10 @@
 * ``.json``/``.csv`` sidecars named after a video (``clip.json`` or ``clip.mov.json`` next to
   ``clip.mov``) join that video's dataset;
 * everything else is a plain item in the folder of its key.
+
+Folder paths go through :mod:`mediamirror.paths`: a key's ``.``, ``..`` and empty segments
+never climb out of the source's mount or alias another folder (``a/../b/f.tif`` is placed
+in ``a/%2E%2E/b``), while ordinary keys keep their plain paths.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from mediamirror.paths import safe_parent, safe_relpath, safe_segment
 
 VIDEO_EXTENSIONS = frozenset(
     "3g2 3gp asf avi dv f4v flv m2t m2ts m2v m4v mkv mov mp4 mpe mpeg mpg mts mxf "
@@ -89,7 +95,7 @@ def video_stems(name: str) -> tuple[str, str]:
 class Placement:
     """Where one key goes: folder path relative to the mount, and the dataset it makes."""
 
-    folder: str  # "" is the mount folder itself
+    folder: str  # "" is the mount folder itself; always a safe relative path
     dataset: DatasetType | None = None
     import_path: str = ""
     import_source: str = ""
@@ -122,6 +128,10 @@ class Layout:
     def relative(self, key: str) -> str:
         return key[len(self.prefix) :]
 
+    def marker_folder(self, key: str) -> str:
+        """The folder a folder marker (``dir/``) stands for, as a safe relative path."""
+        return safe_relpath(self.relative(key)[:-1])
+
     def videos_by_stem(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, str], str]:
         """(dir, stem) -> video name, for sidecar matching within one chunk."""
         found: dict[tuple[str, str], str] = {}
@@ -134,13 +144,15 @@ class Layout:
 
     def place(self, key: str, size: int, videos: dict[tuple[str, str], str]) -> Placement:
         rel = self.relative(key)
-        rel_dir, name = split_key(rel)
+        rel_dir, name = safe_parent(rel), split_key(rel)[1]
         key_dir = split_key(key)[0]
         kind = classify(name, size, self.large_image_bytes)
         if kind is Kind.VIDEO or kind is Kind.LARGE_IMAGE:
             is_video = kind is Kind.VIDEO
             return Placement(
-                folder=join(rel_dir, (VIDEO_PREFIX if is_video else LARGE_IMAGE_PREFIX) + name),
+                folder=join(
+                    rel_dir, safe_segment((VIDEO_PREFIX if is_video else LARGE_IMAGE_PREFIX) + name)
+                ),
                 dataset=DatasetType.VIDEO if is_video else DatasetType.LARGE_IMAGE,
                 import_path=key_dir,
                 import_source=self.object_url(key),
@@ -156,5 +168,5 @@ class Layout:
             for stem in sidecar_stems(name):
                 video = videos.get((key_dir, stem))
                 if video is not None:
-                    return Placement(folder=join(rel_dir, VIDEO_PREFIX + video))
+                    return Placement(folder=join(rel_dir, safe_segment(VIDEO_PREFIX + video)))
         return Placement(folder=rel_dir)

@@ -17,16 +17,21 @@ from sqlalchemy.exc import DataError
 
 from mediamirror import __version__
 from mediamirror.errors import MediamirrorError
+from mediamirror.redact import redact
 from mediamirror.services import Services
+from mediamirror.web.security import SecurityHeaders, add_headers, mount_docs
 
 log = logging.getLogger(__name__)
 UI = Path(__file__).parent / "ui"
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    # One line, whatever a message quotes from the request.
-    message = " ".join(message.splitlines())
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+    # One line, whatever a message quotes from the request, and no secret in it.
+    message = redact(" ".join(message.splitlines()))
+    response = JSONResponse({"error": message, "status": status}, status_code=status)
+    # A 500 is rendered outside the middleware stack: the headers are added here too.
+    add_headers(response.headers)
+    return response
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -86,12 +91,14 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
     app = FastAPI(
         title="mediamirror",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,  # mounted below, with a policy of its own
         openapi_url="/api/openapi.json",
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_middleware(SecurityHeaders)
+    mount_docs(app, "/api/docs", "/api/openapi.json")
     from mediamirror import scheduler
 
     app.state.starters = [scheduler.start]

@@ -2,14 +2,20 @@
 
 Tiles are cut from the pyramid level closest to the requested scale, so a tile request
 decodes only the TIFF tiles it covers. Pyramids in an S3 output store are copied to a local
-cache once.
+cache once per version (the version the pyramid processor recorded), so a pyramid made
+again is fetched again; each pyramid has its own lock, so one long download never holds up
+the tiles of other images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import threading
+import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pyvips
@@ -17,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from mediamirror.errors import MediamirrorError, NotFoundError
+from mediamirror.paths import join_under, safe_relpath
 from mediamirror.web.deps import Id, Svc, Viewer
 
 router = APIRouter(tags=["iiif"])
@@ -26,7 +33,10 @@ _FORMATS = {
     "png": ("image/png", ".png"),
     "webp": ("image/webp", ".webp[Q=85]"),
 }
-_lock = threading.Lock()
+#: One lock per cache file being fetched; ``_locks_guard`` only guards the dict.
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class IIIFError(MediamirrorError):
@@ -70,18 +80,59 @@ def pyramid_path(svc: Any, folder_id: int) -> str:
         from mediamirror.catalog.models import FOLDERS
 
         row = conn.execute(select(FOLDERS.c.meta).where(FOLDERS.c.id == folder_id)).first()
-    rel = ((row.meta or {}).get("outputs") or {}).get("pyramid") if row else None
+    meta = (row.meta or {}) if row else {}
+    rel = (meta.get("outputs") or {}).get("pyramid")
     if not rel:
         raise NotFoundError(f"dataset {folder_id} has no pyramid yet")
     kind, target = svc.output_store().locate(rel)
     if kind == "file":
         return str(target)
-    cache = svc.settings.home_path / "cache" / "pyramids" / rel
-    with _lock:
-        if not cache.exists():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            svc.output_store().download(rel, cache)
+    details = meta.get("pyramid")
+    version = str(details.get("version") or "") if isinstance(details, dict) else ""
+    cache = cache_file(svc.settings.home_path / "cache" / "pyramids", str(rel), version)
+    if not cache.exists():
+        _fetch(svc, str(rel), cache)
     return str(cache)
+
+
+def cache_file(root: Path, rel: str, version: str) -> Path:
+    """The local copy of one version of a pyramid: ``<rel made safe>@<version>.tif`` under
+    ``root`` (a version is made of letters, digits, ``-`` and ``_``; anything else is
+    hashed), so an output path never leads outside the cache."""
+    token = version if _TOKEN.fullmatch(version) else hashlib.sha1(version.encode()).hexdigest()
+    return join_under(root, f"{safe_relpath(rel)}@{token}.tif")
+
+
+def _fetch(svc: Any, rel: str, cache: Path) -> None:
+    """Download ``rel`` to ``cache`` under that file's own lock, through a temporary name
+    (a reader never sees half a file)."""
+    with _locks_guard:
+        lock = _locks.setdefault(str(cache), threading.Lock())
+    try:
+        with lock:
+            if cache.exists():
+                return  # fetched by the request this one waited for
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.part")
+            try:
+                svc.output_store().download(rel, tmp)
+                os.replace(tmp, cache)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _drop_other_versions(cache)
+    finally:
+        with _locks_guard:
+            if _locks.get(str(cache)) is lock:
+                del _locks[str(cache)]
+
+
+def _drop_other_versions(cache: Path) -> None:
+    """Remove the copies of earlier versions of the same pyramid (disk is not free)."""
+    base = cache.name.rsplit("@", 1)[0]
+    pattern = re.compile(re.escape(base) + r"@[A-Za-z0-9_-]{1,64}\.tif")
+    for other in cache.parent.iterdir():
+        if other != cache and pattern.fullmatch(other.name):
+            other.unlink(missing_ok=True)
 
 
 @router.get("/iiif/3/{folder_id}/info.json")

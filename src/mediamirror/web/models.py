@@ -1,11 +1,11 @@
-"""Tables of the service: API tokens and received bucket events."""
+"""Tables of the service: API tokens, received bucket events and refused pushes."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Boolean, ForeignKey, String, Table, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mediamirror.catalog.models import Base, utcnow
@@ -43,5 +43,28 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class PushRefusal(Base):
+    """Refused push deliveries, rolled up: one row per (source, channel, reason) with a
+    count, so that senders without a valid token cannot grow the catalog."""
+
+    __tablename__ = "push_refusals"
+    __table_args__ = (
+        # One row per key; a NULL source (no valid token) counts as one value.
+        Index(
+            "ux_push_refusals_key", text("coalesce(source_id, 0)"), "channel", "reason", unique=True
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(40))
+    count: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    detail: Mapped[str | None] = mapped_column(Text)  # the last refusal's message, truncated
+
+
 TOKENS = cast(Table, Token.__table__)
 EVENTS = cast(Table, Event.__table__)
+REFUSALS = cast(Table, PushRefusal.__table__)

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mediamirror.catalog.leases import new_owner
 from mediamirror.jobs import queue
@@ -15,6 +16,14 @@ from mediamirror.jobs.runner import clean_workdirs, run_claimed
 from mediamirror.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class StopSignal(Protocol):
+    """What ends the loop: a ``threading.Event`` or :data:`mediamirror.interrupt.STOP`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
@@ -65,7 +74,7 @@ class LocalExecutor:
     def submit(self, job_ids: list[int]) -> None:
         """Jobs live in the catalog; a local worker finds them by polling."""
 
-    def run(self, *, burst: bool = False, stop: threading.Event | None = None) -> WorkerStats:
+    def run(self, *, burst: bool = False, stop: StopSignal | None = None) -> WorkerStats:
         """Work until ``stop`` is set; with ``burst``, until no job is queued or running."""
         stop = stop or threading.Event()
         running: dict[Future[JobStatus], int] = {}
@@ -85,7 +94,7 @@ class LocalExecutor:
         self,
         pool: ThreadPoolExecutor,
         burst: bool,
-        stop: threading.Event,
+        stop: StopSignal,
         running: dict[Future[JobStatus], int],
     ) -> None:
         catalog = self.services.catalog
@@ -121,7 +130,7 @@ class LocalExecutor:
                 for future in done:
                     job_id = running.pop(future)
                     self._cancels.pop(job_id, None)
-                    self.stats.add(future.result())
+                    self.stats.add(self._outcome(future, job_id))
                 continue
             if claimed:
                 continue
@@ -130,3 +139,23 @@ class LocalExecutor:
                 break
             wait_for = self.poll_interval if due_in is None else min(due_in, self.poll_interval)
             stop.wait(max(wait_for, 0.01))
+
+    def _outcome(self, future: Future[JobStatus], job_id: int) -> JobStatus:
+        """How a job ended. An error escaping ``run_claimed`` (it could not record the
+        outcome: a catalog error, an unprintable exception) ends that one job, never the
+        loop: ending the loop would hand every other running job back, hour-long
+        transcodes included."""
+        try:
+            return future.result()
+        except Exception as exc:
+            log.exception("job %s: its outcome could not be recorded", job_id)
+            # The exception's text may be what the catalog refused: record only its type.
+            reason = f"internal error: {type(exc).__name__} while recording the outcome"
+            try:
+                queue.finish(
+                    self.services.catalog, job_id, self.worker, JobStatus.ERROR, error=reason
+                )
+            except Exception:
+                # Left running without renewals: the reaper takes it back after its lease.
+                log.exception("job %s: could not be marked failed", job_id)
+            return JobStatus.ERROR

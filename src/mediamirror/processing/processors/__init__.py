@@ -21,7 +21,9 @@ _CACHE: dict[int, tuple[Settings, dict[str, Processor]]] = {}
 
 def _build(settings: Settings) -> dict[str, Processor]:
     found: dict[str, Processor] = {
-        "video": VideoProcessor(settings.transcode_preset, settings.transcode_crf),
+        "video": VideoProcessor(
+            settings.transcode_preset, settings.transcode_crf, settings.transcode_vfr_fps
+        ),
         "pyramid": PyramidProcessor(settings.pyramid_max_dimension),
         "images": ImagesProcessor(),
     }

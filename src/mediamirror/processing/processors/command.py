@@ -1,6 +1,7 @@
 """Command processors (the PREMIERE pipeline): a command template from config.yaml run
-per dataset, its output streamed into the job log, its result files uploaded to
-``results/<dataset path>/`` in the results store.
+per dataset, its output streamed into the job log, its result files uploaded as one
+result set to ``results/<dataset path>/<processor>/<set>/`` in the results store; the
+dataset's ``results.<processor>`` metadata points at the current set.
 
     processors:
       pose:
@@ -17,6 +18,7 @@ Placeholders: ``{input}`` (a local copy of the dataset's main file), ``{workdir}
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
 import threading
@@ -26,16 +28,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mediamirror.catalog.meta import update_meta
 from mediamirror.errors import ConfigError, ProcessingError, TransientProcessingError
-from mediamirror.processing.children import die_with_parent
+from mediamirror.processing.children import spawn, stop_group, sweep_group
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.processors.pyramid import local_input
+from mediamirror.redact import redact
 from mediamirror.sync.layout import Kind
 
 if TYPE_CHECKING:
     from mediamirror.jobs.context import JobContext
     from mediamirror.services import Services
     from mediamirror.stores.output import OutputStore
+
+log = logging.getLogger(__name__)
 
 _PLACEHOLDERS = {"input", "workdir", "output_dir", "dataset", "args"}
 _KINDS = {
@@ -103,29 +109,25 @@ class CommandProcessor(Processor):
             "dataset": dataset.path,
         }
         argv = self.argv(values, args)
-        ctx.log("$ " + shlex.join(argv))
+        # The job log and the metadata get the template: a value that came from ${VAR}
+        # (an API key in args, say) is shown as ${VAR}, never as itself.
+        ctx.log("$ " + redact(shlex.join(argv)))
+        store = services.results_store(self.results_url)
+        set_prefix = new_set_prefix(dataset, self.name, ctx.job_id)
+        ctx.log(f"result set: {set_prefix}")
         ctx.progress(5.0, "running")
         _run(argv, ctx, ctx.workdir)
         files = sorted(p for p in out_dir.rglob("*") if p.is_file())
         ctx.progress(90.0, f"uploading {len(files)} result file(s)")
-        store = services.results_store(self.results_url)
-        prefix = f"results/{output_base(dataset)}/"
-        earlier = (dataset.meta.get("results") or {}).get(self.name) or {}
-        keys = replace_result_set(
-            store, prefix, out_dir, files, ctx.job_id, earlier.get("keys") or []
-        )
-        names = [k[len(prefix) :] for k in keys]
-        return {
-            "results": {
-                self.name: {
-                    "prefix": prefix,
-                    "files": len(keys),
-                    "keys": names,
-                    "args": args,
-                    "job": ctx.job_id,
-                }
-            }
+        entry = {
+            "prefix": set_prefix,
+            "files": len(files),
+            "keys": upload_result_set(store, set_prefix, out_dir, files),
+            "args": redact(args),
+            "job": ctx.job_id,
         }
+        switch_result_set(services, store, dataset.id, self.name, entry)
+        return {"results": {self.name: entry}}
 
 
 def _fields(token: str) -> list[str]:
@@ -137,15 +139,14 @@ def _fields(token: str) -> list[str]:
 def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
     """Run the command, streaming its output lines into the job log."""
     try:
-        proc = subprocess.Popen(
+        # Its own process group, stopped as a whole: see processing/children.py.
+        proc = spawn(
             argv,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise ProcessingError(f"cannot start {argv[0]!r}: {exc.strerror}") from exc
@@ -165,55 +166,66 @@ def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
         ctx.progress(ctx.percent)  # throttled: writes the log tail so far to the job row
         remaining = ctx.remaining()
         if ctx.cancel.is_set() or remaining == 0.0:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_group(proc)
             reader.join(1)
             if ctx.cancel.is_set():
                 raise ProcessingError("canceled")
             raise TransientProcessingError(f"timed out after {ctx.timeout:.0f} s")
         time.sleep(0.1)
+    sweep_group(proc)  # background processes it left behind end with the job
     reader.join(5)
     if proc.returncode != 0:
         raise ProcessingError(f"command exited with status {proc.returncode}: {last[:200]}")
 
 
-def replace_result_set(
-    store: OutputStore,
-    prefix: str,
-    root: Path,
-    files: list[Path],
-    job_id: int,
-    previous: Iterable[str] = (),
-) -> list[str]:
-    """Upload a new result set, then replace the old one.
+def new_set_prefix(dataset: Dataset, processor: str, job_id: int) -> str:
+    """Where one run's result set goes: a prefix of its own, never reused, so the set
+    that readers follow is never written to."""
+    return f"results/{output_base(dataset)}/{processor}/{job_id}-{uuid.uuid4().hex[:8]}/"
 
-    The new files go to a staging prefix first; only once all of them are up are they
-    copied over the old set and stale files removed, so a failed upload leaves the previous
-    results whole. ``previous`` names (relative to ``prefix``) the files of the set being
-    replaced: only those are removed, because other processors (and nested datasets) put
-    their results under the same prefix.
-    """
-    staging = f"results/.staging/{job_id}-{uuid.uuid4().hex[:8]}/"
-    staged: list[tuple[str, str]] = []
+
+def upload_result_set(store: OutputStore, prefix: str, root: Path, files: list[Path]) -> list[str]:
+    """Upload a new result set under its own ``prefix``; returns its keys relative to it.
+    A failure removes what was uploaded (best effort): the current set was never touched."""
+    done: list[str] = []
     try:
         for path in files:
             rel = path.relative_to(root).as_posix()
-            staged.append((rel, store.put_file(staging + rel, path)))
-    except Exception:
-        for _, key in staged:
-            store.delete(key)
+            store.put_file(prefix + rel, path)
+            done.append(rel)
+    except BaseException:
+        _delete_quietly(store, [prefix + rel for rel in done])
         raise
-    old = {prefix + name for name in previous}
-    final = []
-    for rel, key in staged:
-        store.copy(key, prefix + rel)
-        final.append(prefix + rel)
-    for stale in old - set(final):
-        store.delete(stale)
-    for _, key in staged:
-        store.delete(key)
-    return final
+    return done
+
+
+def switch_result_set(
+    services: Services, store: OutputStore, folder_id: int, processor: str, entry: dict[str, Any]
+) -> None:
+    """Point the dataset at its new result set, then delete the set it replaces.
+
+    The pointer (``results.<processor>`` in the metadata) changes in one transaction, so
+    readers see the old set or the new one, whole, never a mix. The replaced set is read
+    inside that transaction: of two runs finishing together, each deletes exactly the set
+    it replaced. Deleting comes after the switch and is best effort: a leftover file costs
+    space, never correctness."""
+    replaced: dict[str, Any] = {}
+
+    def change(meta: dict[str, Any]) -> None:
+        results = dict(meta.get("results") or {})
+        replaced.update(results.get(processor) or {})
+        results[processor] = entry
+        meta["results"] = results
+
+    update_meta(services.catalog, folder_id, change)
+    old_prefix = str(replaced.get("prefix") or "")
+    if old_prefix and old_prefix != entry["prefix"]:
+        _delete_quietly(store, [old_prefix + str(k) for k in replaced.get("keys") or []])
+
+
+def _delete_quietly(store: OutputStore, keys: Iterable[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception as exc:  # a leftover file must not fail the job
+            log.warning("could not delete %s: %s", key, exc)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamirror.errors import ProcessingError
+from mediamirror.paths import safe_segment
 from mediamirror.processing.images import WEB_FORMATS, check_image, to_web_image
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.processors.pyramid import local_input
@@ -39,8 +40,10 @@ class ImagesProcessor(Processor):
                 dims = check_image(path)
                 size = size or dims
                 if Path(frame.name).suffix.lower() not in WEB_FORMATS:
-                    web = to_web_image(path, ctx.workdir / f"{Path(frame.name).stem}.jpg")
-                    converted[frame.key] = out.put_file(f"{base}/frames/{web.name}", web)
+                    # Named after the whole name: f.tif and f.tiff get frames of their own.
+                    name = f"{safe_segment(frame.name)}.jpg"
+                    web = to_web_image(path, ctx.scratch(f"{frame.name}.jpg"))
+                    converted[frame.key] = out.put_file(f"{base}/frames/{name}", web)
                     web.unlink(missing_ok=True)
             except ProcessingError as exc:
                 bad.append(frame.name)

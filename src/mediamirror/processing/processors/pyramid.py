@@ -1,11 +1,13 @@
 """The ``pyramid`` processor: large images to pyramidal tiled TIFFs (the Notre Dame
-pipeline), named after the source key in the output store."""
+pipeline), named after the whole source key in the output store (``pyramids/<source>/
+<key>.tif``, the key made safe): ``scan.svs`` and ``scan.ndpi`` never share a pyramid."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mediamirror.paths import safe_relpath
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.pyramid import make_pyramid
 from mediamirror.sync.layout import Kind
@@ -21,7 +23,7 @@ def local_input(ctx: JobContext, services: Services, source_id: int, item: ItemR
     media = store.media_input(item.key)
     if not media.startswith(("http://", "https://")):
         return Path(media)
-    dest = ctx.workdir / f"input-{item.id}-{item.name}"
+    dest = ctx.scratch(f"input-{item.id}-{item.name}")
     store.download(item.key, dest)
     return dest
 
@@ -48,10 +50,13 @@ class PyramidProcessor(Processor):
         ctx.check()
         ctx.progress(90.0, "uploading")
         source = services.source(dataset.source_id)
-        stem = image.key.rsplit(".", 1)[0] if "." in image.name else image.key
-        key = services.output_store().put_file(
-            f"pyramids/{source.name}/{stem}.tif", tmp, "image/tiff"
+        out = services.output_store()
+        key = out.put_file(
+            f"pyramids/{source.name}/{safe_relpath(image.key)}.tif", tmp, "image/tiff"
         )
+        # The IIIF cache names its copy after this version, so a pyramid made again is
+        # fetched again, without asking the store for every tile.
+        version = out.version(key)
         ctx.log(f"pyramid {key}: {info.width}x{info.height}, {info.levels} levels")
         return {
             "width": info.width,
@@ -64,5 +69,6 @@ class PyramidProcessor(Processor):
                 "compression": str(info.compression),
                 "bigtiff": info.bigtiff,
                 "tile": 256,
+                "version": version,
             },
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mediamirror.paths import safe_segment
 from mediamirror.processing.probe import probe
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.rangefile import RangeFile
@@ -24,9 +25,10 @@ class VideoProcessor(Processor):
     name = "video"
     dataset_types = frozenset({"video"})
 
-    def __init__(self, preset: str = "medium", crf: int = 22) -> None:
+    def __init__(self, preset: str = "medium", crf: int = 22, vfr_fps: float = 0.0) -> None:
         self.preset = preset
         self.crf = crf
+        self.vfr_fps = vfr_fps  # 0: a variable-rate video becomes its real rate
 
     def inputs(self, dataset: Dataset) -> list[ItemRef]:
         return dataset.items_of(Kind.VIDEO)[:1]
@@ -36,11 +38,11 @@ class VideoProcessor(Processor):
         assert dataset.source_id is not None
         store = services.source_store(dataset.source_id)
         ctx.progress(1.0, "probing")
-        with RangeFile(store, video.key, video.size) as fh:
+        with RangeFile(store, video.key, video.size, etag=video.etag) as fh:
             info = probe(fh, name=video.name)
             ctx.log(f"probed {video.key}: {fh.bytes_fetched} bytes in {fh.requests} requests")
         requested = float(dataset.meta.get("fps") or -1)
-        plan = plan_video(info, requested, filename=video.name)
+        plan = plan_video(info, requested, filename=video.name, vfr_fps=self.vfr_fps)
         ctx.log(f"plan: {plan.action} ({'; '.join(plan.reasons) or 'web-ready'})")
         action = "keep" if ctx.args.get("skip_transcoding") else plan.action
         out = services.output_store()
@@ -67,7 +69,8 @@ class VideoProcessor(Processor):
             )
             action = done.action
             ctx.check()
-            outputs["video"] = out.put_file(f"{base}/{_stem(video.name)}.mp4", tmp, "video/mp4")
+            name = safe_segment(_stem(video.name))  # each video has its own dataset folder
+            outputs["video"] = out.put_file(f"{base}/{name}.mp4", tmp, "video/mp4")
             playable = str(tmp)
         ctx.progress(95.0, "poster")
         poster = ctx.workdir / "poster.jpg"

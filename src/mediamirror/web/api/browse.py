@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mimetypes
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
@@ -16,6 +15,7 @@ from mediamirror.catalog.tree import dataset_status
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import JOBS
 from mediamirror.web.deps import MAX_ID, Id, Svc, Viewer
+from mediamirror.web.security import disposition
 
 router = APIRouter(tags=["browse"])
 Sort = Literal["name", "-name", "updated", "-updated"]
@@ -207,11 +207,18 @@ def _media_urls(folder_id: int, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve(kind: str, target: str, name: str) -> Response:
+    """Every endpoint that sends stored bytes goes through here: inline only what a browser
+    merely displays, anything else as an attachment (see :func:`security.disposition`)."""
     if kind == "url":
+        # Presigned: served by the bucket, from its own origin, never with our cookies.
         return RedirectResponse(target, status_code=307)
-    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    how = disposition(name)
     return MediaFile(
-        target, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
+        target,
+        media_type=how.media_type,
+        headers={"Cache-Control": "private, max-age=300"},
+        filename=None if how.inline else name.rsplit("/", 1)[-1],
+        content_disposition_type="inline" if how.inline else "attachment",
     )
 
 

@@ -14,6 +14,7 @@ from mediamirror import sources as src_service
 from mediamirror.catalog.leases import owner_is_dead
 from mediamirror.catalog.models import FOLDERS, LEASES, utcnow
 from mediamirror.errors import ConflictError
+from mediamirror.stores.output import derived_specs
 from mediamirror.web.deps import Admin, Svc, Viewer
 
 router = APIRouter(tags=["sources"])
@@ -93,6 +94,7 @@ def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
         include=body.include,
         exclude=body.exclude,
         check=body.check,
+        outputs=derived_specs(svc.settings, svc.env),
         **{k: v for k, v in options.items() if v is not None},
     )
     return source_dict(svc, src)

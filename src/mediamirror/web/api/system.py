@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from mediamirror import __version__, tokens
-from mediamirror.web.deps import COOKIE, Svc, Viewer
+from mediamirror.web.deps import COOKIE, Svc, Viewer, refuse_foreign
 
 router = APIRouter(tags=["system"])
 
@@ -28,6 +28,7 @@ class Login(BaseModel):
 @router.post("/session")
 def login(body: Login, request: Request, response: Response, svc: Svc) -> dict[str, str]:
     """Exchange an API token for a session cookie (secure, http-only, same-site strict)."""
+    refuse_foreign(request)
     principal = tokens.verify(svc.catalog, body.token.strip())
     if principal is None:
         raise HTTPException(401, "unknown or revoked token")
@@ -54,6 +55,7 @@ def whoami(principal: Viewer) -> dict[str, str]:
 def logout(request: Request, response: Response, svc: Svc) -> dict[str, str]:
     """Clear the session cookie; a session made by a login link is revoked too (an API
     token pasted by hand stays valid: it may be in use elsewhere)."""
+    refuse_foreign(request)
     tokens.revoke_login_session(svc.catalog, request.cookies.get(COOKIE))
     response.delete_cookie(COOKIE, path="/")
     return {"status": "logged out"}

@@ -78,11 +78,15 @@ export async function render(page, ctx) {
     }
     const events = Array.isArray(data) ? data : data.events || data.items || [];
     const total = Array.isArray(data) ? null : data.total ?? null;
+    // Refused pushes are counted per source and reason, not kept one by one.
+    const refused = await ctx.api(`events/refusals${source ? `?${new URLSearchParams({ source })}` : ""}`).catch(() => null);
+    const refusals = refused && refused.refusals && refused.refusals.length ? refusalsCard(refused.refusals) : null;
     if (!events.length) {
       body.replaceChildren(
         outcome || source
           ? card(null, [h("div", { class: "card-toolbar" }, filters), emptyState({ iconName: "bell", title: "No events match these filters", body: h("p", null, "Try another outcome or source."), actions: h("a", { class: "btn", href: "/ui/events" }, "Show all events") })])
           : noEvents(),
+        ...(refusals ? [refusals] : []),
       );
       return 10000;
     }
@@ -97,6 +101,7 @@ export async function render(page, ctx) {
         ],
         { actions: filters, className: "card-flush" },
       ),
+      ...(refusals ? [refusals] : []),
     );
     return 5000;
   };
@@ -136,6 +141,30 @@ function eventsTable(events) {
       }),
     ),
   );
+}
+
+function refusalsCard(rows) {
+  const table = h(
+    "table",
+    { class: "table", "data-testid": "refusals" },
+    h("thead", null, h("tr", null, ["Last", "Source", "Reason", "Count", "Last message"].map((t, i) => h("th", { class: i === 0 ? "nowrap" : null }, t)))),
+    h(
+      "tbody",
+      null,
+      rows.map((r) =>
+        h(
+          "tr",
+          { "data-reason": r.reason },
+          h("td", { class: "nowrap muted" }, timeEl(r.last_at)),
+          h("td", null, r.source ?? h("span", { class: "muted" }, "no source"), h("div", { class: "muted small" }, r.channel)),
+          h("td", null, pill("rejected", r.reason)),
+          h("td", { class: "num", "data-testid": "refusal-count" }, String(r.count)),
+          h("td", null, r.detail ? h("div", { class: "muted small event-detail" }, r.detail) : null),
+        ),
+      ),
+    ),
+  );
+  return card("Refused pushes", [h("div", { class: "table-wrap" }, table)], { className: "card-flush" });
 }
 
 function setupSteps() {
