@@ -29,7 +29,10 @@ def test_due_source_is_synced_and_not_again_until_next_slot(
     media.mkdir()
     (media / "clip.mp4").write_bytes(b"x")
     sqlite_cli.run("source", "add", "cam", f"file://{media}")
-    sqlite_cli.run("source", "add", "other", f"file://{tmp_path}", "--mount", "/other")
+    # A folder beside the data directory: a source holding the output store is refused.
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite_cli.run("source", "add", "other", f"file://{other}", "--mount", "/other")
     result = sqlite_cli.run("schedule", "cam", "*/5 * * * *")
     assert "synced on" in result.stdout
     services = _services(sqlite_cli)
@@ -45,7 +48,9 @@ def test_due_source_is_synced_and_not_again_until_next_slot(
 
 
 def test_schedule_off_and_invalid(sqlite_cli: Cli, tmp_path: Path) -> None:
-    sqlite_cli.run("source", "add", "cam", f"file://{tmp_path}")
+    media = tmp_path / "media"
+    media.mkdir()
+    sqlite_cli.run("source", "add", "cam", f"file://{media}")
     bad = sqlite_cli.run("schedule", "cam", "every minute", ok=False)
     assert bad.stderr.strip().startswith("error:") and "cron" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

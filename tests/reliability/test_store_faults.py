@@ -166,3 +166,30 @@ def test_video_job_against_a_dead_endpoint_ends_with_one_clear_reason(
     assert "\n" not in done.error and "Traceback" not in done.error, done.error
     assert "X-Amz-Signature" not in done.error, done.error
     assert not [f for f in lab.output_files() if f.endswith(".mp4")], lab.output_files()
+
+
+def test_video_job_reading_a_stalled_endpoint_fails_after_the_read_timeout(
+    sqlite_lab: Lab, bucket: S3Bucket, proxy: FaultProxy, media: MediaKit
+) -> None:
+    """ffmpeg gets ``-rw_timeout`` from ``store_read_timeout``: a store that stops
+    answering fails the read (a retry), not the whole job timeout later."""
+    lab = sqlite_lab
+    job = _video_job(lab, bucket, proxy, media)
+    # Every read of ffmpeg's is held without an answer for longer than the job may run.
+    stall = proxy.stall(seconds=300, times=None, header=FFMPEG)
+
+    lab.worker(MEDIAMIRROR_JOB_TIMEOUT="90", MEDIAMIRROR_JOB_MAX_ATTEMPTS="1")
+
+    done = lab.job(job.id)
+    assert stall.hits >= 1
+    assert done.state == "error", done
+    assert done.error.startswith("ffmpeg failed"), done.error
+    assert "timed out" in done.error.lower(), done.error
+    assert "\n" not in done.error and "X-Amz-Signature" not in done.error, done.error
+
+    # The store answers again: the job's next run reads it to the end.
+    proxy.clear()
+    lab.run("jobs", "retry", str(job.id))
+    lab.worker()
+    assert lab.job(job.id).state == "success", lab.job(job.id)
+    assert [f for f in lab.output_files() if f.endswith(".mp4")], lab.output_files()

@@ -8,6 +8,7 @@ import threading
 import traceback
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, update
@@ -23,6 +24,7 @@ from mediamirror.errors import (
 from mediamirror.jobs import queue
 from mediamirror.jobs.context import JobContext
 from mediamirror.jobs.model import JobStatus
+from mediamirror.processing.failures import scratch_failure
 from mediamirror.processing.processors import registry
 from mediamirror.processing.processors.base import (
     Dataset,
@@ -132,7 +134,7 @@ def run_claimed(
             raise ProcessingError(f"unknown processor {job.processor!r}")
         dataset: Dataset = load_dataset(catalog, job.target_id)
         ctx.check()
-        updates = proc.run(ctx, services, dataset)
+        updates = _run(proc, ctx, services, dataset, workdir)
         _succeed(services, proc, job, worker, updates, ctx.log_tail)
         return JobStatus.SUCCESS
     except TransientProcessingError as exc:
@@ -177,6 +179,24 @@ def run_claimed(
         return JobStatus.ERROR
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    proc: Processor, ctx: JobContext, services: Services, dataset: Dataset, workdir: Path
+) -> dict[str, Any]:
+    """``proc.run``, with a full disk or a removed scratch folder told in one line.
+
+    A Python-level write (a download, a copy, libvips) meets these as an ``OSError`` (or
+    a tool's message) that would otherwise end the job as an "internal error" with a
+    traceback. Which of them is retried is decided in ``failures.scratch_failure``: a
+    full disk ends the job, a removed folder is tried again in a new one."""
+    try:
+        return proc.run(ctx, services, dataset)
+    except (OSError, ProcessingError) as exc:
+        mapped = None if ctx.cancel.is_set() else scratch_failure(exc, workdir)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _flag(services: Services, job: Any, reason: str) -> None:

@@ -205,12 +205,14 @@ def build_ffmpeg_command(
     preset: str = DEFAULT_PRESET,
     crf: int = DEFAULT_CRF,
     progress_period: float | None = None,
+    read_timeout: float | None = None,
 ) -> list[str]:
     """The ffmpeg command that carries out ``plan`` (``remux`` or ``transcode``).
 
     The output is always MP4 (``-f mp4``, so temporary names without ``.mp4`` work) with
     ``+faststart``; progress goes to stdout (``-progress pipe:1``) for :func:`run_ffmpeg`.
     ``progress_period`` sets ffmpeg's ``-stats_period`` (seconds between progress reports).
+    ``read_timeout`` bounds each network read of an http(s) input (see :func:`input_args`).
     """
     if plan.action == "keep":
         raise ValueError("the plan keeps the original: there is nothing to run")
@@ -218,7 +220,7 @@ def build_ffmpeg_command(
     command += ["-progress", "pipe:1"]
     if progress_period is not None:
         command += ["-stats_period", f"{progress_period:g}"]
-    command += ["-i", input, "-map", "0:v:0"]
+    command += [*input_args(input, read_timeout), "-map", "0:v:0"]
     if plan.has_audio:
         command += ["-map", "0:a:0"]
     if plan.action == "remux":
@@ -231,6 +233,18 @@ def build_ffmpeg_command(
         command += ["-c:a", "copy"] if keep_audio else ["-c:a", "aac", "-b:a", "160k"]
     command += ["-movflags", "+faststart", "-f", "mp4", output]
     return command
+
+
+def input_args(input: str, read_timeout: float | None) -> list[str]:
+    """``-i input``, preceded for an http(s) URL by ``-rw_timeout`` (microseconds).
+
+    Without it ffmpeg waits forever on a store that stops answering mid-read, so a stall
+    lasted until the job's timeout (an hour by default); with it the read fails after
+    ``read_timeout`` seconds (the ``store_read_timeout`` setting, as for every other store
+    request), ffmpeg exits with "timed out" and the job is retried soon."""
+    if read_timeout and input.startswith(("http://", "https://")):
+        return ["-rw_timeout", str(max(1, round(read_timeout * 1_000_000))), "-i", input]
+    return ["-i", input]
 
 
 def _video_filters(plan: VideoPlan) -> str:
@@ -433,6 +447,7 @@ def transcode_video(
     cancel: threading.Event | None = None,
     timeout: float | None = None,
     log: Callable[[str], None] | None = None,
+    read_timeout: float | None = None,
 ) -> VideoPlan:
     """Carry out ``plan`` from a local file to ``output``, which appears only when complete.
 
@@ -445,7 +460,15 @@ def transcode_video(
     exe = ffmpeg or ffmpeg_exe()
 
     def attempt(current: VideoPlan) -> None:
-        cmd = build_ffmpeg_command(str(input), str(partial), current, exe, preset=preset, crf=crf)
+        cmd = build_ffmpeg_command(
+            str(input),
+            str(partial),
+            current,
+            exe,
+            preset=preset,
+            crf=crf,
+            read_timeout=read_timeout,
+        )
         run_ffmpeg(cmd, current.duration, on_progress or _ignore, cancel, timeout, log)
 
     try:
@@ -474,6 +497,7 @@ def make_poster(
     ffmpeg: str | None = None,
     max_width: int = 640,
     timeout: float = 120,
+    read_timeout: float | None = None,
 ) -> None:
     """Write one frame of ``input`` as a JPEG at most ``max_width`` wide (square pixels).
 
@@ -487,7 +511,8 @@ def make_poster(
     try:
         for seek in seeks:
             cmd = [exe, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
-            cmd += ["-ss", f"{seek:.3f}", "-i", str(input), "-map", "0:v:0", "-frames:v", "1"]
+            cmd += ["-ss", f"{seek:.3f}", *input_args(str(input), read_timeout)]
+            cmd += ["-map", "0:v:0", "-frames:v", "1"]
             cmd += ["-vf", scale, "-c:v", "mjpeg", "-q:v", "3", "-f", "image2", "-update", "1"]
             cmd += [str(partial)]
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,11 +76,20 @@ class LocalStore:
                 continue  # names that are not UTF-8 cannot be keys of any object store
             if sort_name.endswith("/"):
                 yield from self._walk(key)
-            elif entry.is_file():
+            elif entry.is_file() and self._inside(entry):
                 try:
                     yield _info(key, entry.stat())
                 except FileNotFoundError:
                     continue  # removed while listing: the next sync sees it gone
+
+    def _inside(self, entry: os.DirEntry[str]) -> bool:
+        """False for a symbolic link leading out of the root. Reads refuse such a file
+        (see :meth:`_path`), so the listing leaves it out too: the catalog never shows
+        the size and dates of a file outside the source, and no job is queued that can
+        only fail. A link to a file inside the root is listed like that file."""
+        if not entry.is_symlink():
+            return True
+        return Path(entry.path).resolve().is_relative_to(self.root)
 
     def list_pages(self, start_after: str | None = None) -> Iterator[list[ObjectInfo]]:
         self.check()
@@ -110,7 +120,13 @@ class LocalStore:
             # object simply does not exist (reading b instead would catalog it twice).
             raise NotFoundError(f"{self.object_url(key)} does not exist") from None
         try:
-            return _info(key, self._path(key).stat())
+            path = self._path(key)
+        except StoreError:
+            # A link leading out of the root: not an object of this store, as its
+            # listing says (an event naming it must not catalog it either).
+            raise NotFoundError(f"{self.object_url(key)} does not exist") from None
+        try:
+            return _info(key, path.stat())
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.object_url(key)} does not exist") from exc
 
@@ -127,16 +143,27 @@ class LocalStore:
         tmp = dest.with_name(dest.name + ".part")
         try:
             shutil.copyfile(self._path(key), tmp)
+            os.replace(tmp, dest)
         except FileNotFoundError as exc:
+            tmp.unlink(missing_ok=True)
             raise NotFoundError(f"{self.object_url(key)} does not exist") from exc
-        os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full scratch disk keeps no half copy
+            raise
 
     def put_file(self, key: str, src: Path, content_type: str | None = None) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # atomic: readers see the old file or the whole new one
+        # Random per call: two threads writing one key must not share (or remove) a temp file.
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)  # atomic: readers see the old file or the whole new one
+        except BaseException:
+            # A copy that failed half-way (disk full, source gone) leaves nothing behind:
+            # a stray .part file would cost space and show up in listings of the store.
+            tmp.unlink(missing_ok=True)
+            raise
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -19,17 +19,19 @@ Placeholders: ``{input}`` (a local copy of the dataset's main file), ``{workdir}
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamirror.catalog.meta import update_meta
 from mediamirror.errors import ConfigError, ProcessingError, TransientProcessingError
+from mediamirror.paths import safe_relpath
 from mediamirror.processing.children import spawn, stop_group, sweep_group
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.processors.pyramid import local_input
@@ -117,7 +119,7 @@ class CommandProcessor(Processor):
         ctx.log(f"result set: {set_prefix}")
         ctx.progress(5.0, "running")
         _run(argv, ctx, ctx.workdir)
-        files = sorted(p for p in out_dir.rglob("*") if p.is_file())
+        files = result_files(out_dir, ctx.log)
         ctx.progress(90.0, f"uploading {len(files)} result file(s)")
         entry = {
             "prefix": set_prefix,
@@ -184,13 +186,51 @@ def new_set_prefix(dataset: Dataset, processor: str, job_id: int) -> str:
     return f"results/{output_base(dataset)}/{processor}/{job_id}-{uuid.uuid4().hex[:8]}/"
 
 
+def result_files(root: Path, log: Callable[[str], None], *, under: str = "") -> list[Path]:
+    """The regular files under ``root`` (the command's output folder), in name order.
+
+    Symbolic links are never followed, to a file or to a folder: a command (or a crafted
+    input it unpacked) could otherwise have mediamirror upload a file from anywhere it can
+    read, such as /etc/passwd or the catalog. Links, special files (a FIFO would block the
+    upload) and names that are not UTF-8 (no bucket could hold them) are skipped, each with
+    a line in the job log. A folder that vanished (the scratch folder removed under the
+    job) raises ``FileNotFoundError`` instead of passing for an empty result set."""
+    found: list[Path] = []
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        rel = under + entry.name
+        if entry.is_symlink():
+            log(f"skipped result {rel!r}: a symbolic link, never followed")
+        elif not _utf8(entry.name):
+            log(f"skipped result {rel!r}: its name is not UTF-8")
+        elif entry.is_dir(follow_symlinks=False):
+            found.extend(result_files(Path(entry.path), log, under=rel + "/"))
+        elif entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
+        else:
+            log(f"skipped result {rel!r}: not a regular file")
+    return found
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file name (surrogate escapes)
+        return False
+    return True
+
+
 def upload_result_set(store: OutputStore, prefix: str, root: Path, files: list[Path]) -> list[str]:
     """Upload a new result set under its own ``prefix``; returns its keys relative to it.
-    A failure removes what was uploaded (best effort): the current set was never touched."""
+    A failure removes what was uploaded (best effort): the current set was never touched.
+
+    A file's key is its path under ``root`` made safe (:func:`mediamirror.paths.safe_relpath`):
+    a name such as ``%2E%2E`` or one with a control character never aliases another key."""
     done: list[str] = []
     try:
         for path in files:
-            rel = path.relative_to(root).as_posix()
+            rel = safe_relpath(path.relative_to(root).as_posix())
             store.put_file(prefix + rel, path)
             done.append(rel)
     except BaseException:

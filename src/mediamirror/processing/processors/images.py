@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mediamirror.errors import ProcessingError
 from mediamirror.paths import safe_segment
+from mediamirror.processing.failures import is_disk_full
 from mediamirror.processing.images import WEB_FORMATS, check_image, to_web_image
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
 from mediamirror.processing.processors.pyramid import local_input
@@ -46,6 +47,8 @@ class ImagesProcessor(Processor):
                     converted[frame.key] = out.put_file(f"{base}/frames/{name}", web)
                     web.unlink(missing_ok=True)
             except ProcessingError as exc:
+                if is_disk_full(exc):
+                    raise  # the scratch disk's fault, not the frame's: see jobs/runner.py
                 bad.append(frame.name)
                 ctx.log(f"{frame.name}: {exc}")
             finally:

@@ -48,6 +48,8 @@ class VideoProcessor(Processor):
         out = services.output_store()
         base = output_base(dataset)
         source_input = store.media_input(video.key)
+        # A stalled store fails ffmpeg's read after this, as any other store request.
+        read_timeout = float(services.settings.store_read_timeout)
         outputs: dict[str, str] = {}
         playable = source_input
         if action != "keep":
@@ -66,6 +68,7 @@ class VideoProcessor(Processor):
                 cancel=ctx.cancel,
                 timeout=ctx.remaining(),
                 log=ctx.log,
+                read_timeout=read_timeout,
             )
             action = done.action
             ctx.check()
@@ -76,7 +79,7 @@ class VideoProcessor(Processor):
         poster = ctx.workdir / "poster.jpg"
         try:
             at = min(1.0, (plan.duration or 0.0) / 2)
-            make_poster(playable, poster, at, ffmpeg=ffmpeg_exe())
+            make_poster(playable, poster, at, ffmpeg=ffmpeg_exe(), read_timeout=read_timeout)
             outputs["poster"] = out.put_file(f"{base}/poster.jpg", poster, "image/jpeg")
         except Exception as exc:  # a missing thumbnail must not fail a playable video
             ctx.log(f"no poster: {exc}")
