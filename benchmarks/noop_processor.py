@@ -34,3 +34,12 @@ class NoopProcessor(Processor):
 
     def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
         return {}
+
+
+class ReadyNoopProcessor(NoopProcessor):
+    """Does nothing, then clears the dataset's MarkForPostProcess as a real post-processor
+    does: each job completes its dataset, so each one records a ``dataset.ready``
+    notification (notify_bench.py)."""
+
+    def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        return {"MarkForPostProcess": False}

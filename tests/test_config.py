@@ -57,7 +57,9 @@ def test_variables_are_expanded_in_the_file(tmp_path: Path) -> None:
     write_config(
         tmp_path,
         "database_url: ${DB_URL}\n"
-        "email:\n  password: '${SMTP_PASSWORD}'\n  to_addrs: ['${USER_NAME}@example.org']\n",
+        "email:\n  password: '${SMTP_PASSWORD}'\n  to_addrs: ['${USER_NAME}@example.org']\n"
+        # The email block is typed: a complete one (from_addr and smtp_server are required).
+        "  from_addr: mm@example.org\n  smtp_server: smtp.example.org\n",
     )
     env = {
         "MEDIAMIRROR_HOME": str(tmp_path),
@@ -67,7 +69,8 @@ def test_variables_are_expanded_in_the_file(tmp_path: Path) -> None:
     }
     settings = load_settings(env=env)
     assert settings.database_url == "sqlite:////tmp/elsewhere.db"
-    assert settings.sections["email"] == {"password": "s3cr3t", "to_addrs": ["me@example.org"]}
+    assert settings.sections["email"]["password"] == "s3cr3t"
+    assert settings.sections["email"]["to_addrs"] == ["me@example.org"]
 
 
 def test_unset_variable_is_a_config_error(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -12,10 +11,10 @@ from typing import Any
 
 import click
 
-from mediamirror import __version__, interrupt
+from mediamirror import __version__, interrupt, logs
 from mediamirror.config import Settings, load_settings
 from mediamirror.errors import MediamirrorError
-from mediamirror.redact import install_log_filter, redact, remember_env
+from mediamirror.redact import redact, remember_env
 from mediamirror.stores import PRESETS
 
 
@@ -62,17 +61,13 @@ def cli(
 ) -> None:
     """mediamirror: mirror media in object storage into a browsable dataset catalog."""
     settings = load_settings(
-        {"home": home, "database_url": database_url, "config": config_path, "log_level": log_level}
+        {"home": home, "database_url": database_url, "config": config_path, "log_level": log_level},
+        # `config check` reports a wrong email/notify block as one of its lines.
+        check_sections=ctx.invoked_subcommand != "config",
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Their debug records carry request headers and presigned URLs, hence access key ids:
-    # credentials are never logged, so these libraries stop at info.
-    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     remember_env(os.environ)
-    install_log_filter()
+    # Redacted, with the job, source and request of each line; a file of its own per process.
+    logs.setup(settings, ctx.invoked_subcommand or "mediamirror")
     ctx.obj = Context(settings)
 
 
@@ -98,6 +93,9 @@ def source() -> None:
 @click.option("--include", metavar="REGEX", help="Only keys (relative to the prefix) matching.")
 @click.option("--exclude", metavar="REGEX", help="Skip keys (relative to the prefix) matching.")
 @click.option("--no-check", is_flag=True, help="Do not list the store before adding it.")
+@click.option(
+    "--schedule", metavar="CRON", help="Re-sync on this cron schedule while `serve` runs."
+)
 @pass_ctx
 def source_add(
     obj: Context,
@@ -108,6 +106,7 @@ def source_add(
     include: str | None,
     exclude: str | None,
     no_check: bool,
+    schedule: str | None,
     **store_options: Any,
 ) -> None:
     """Add source NAME mirroring URL (s3://bucket/prefix, gs://bucket/prefix, file:///path).
@@ -130,9 +129,11 @@ def source_add(
         exclude=exclude,
         check=not no_check,
         outputs=derived_specs(obj.settings, obj.env),
+        schedule=schedule,
         **store_options,
     )
-    click.echo(f"added source {src.name}: {src.url} -> {src.mount}")
+    synced = f" (synced on '{src.options['schedule']}')" if schedule else ""
+    click.echo(f"added source {src.name}: {src.url} -> {src.mount}{synced}")
 
 
 def _source_dict(src: Any) -> dict[str, Any]:
@@ -239,15 +240,96 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]
 
 
 @cli.command()
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--all", "all_sources", is_flag=True, help="Every source.")
+@click.option(
+    "--process",
+    is_flag=True,
+    help="Then run the sources' jobs here, send the notifications, print a summary; "
+    "exit 1 if anything failed (crontab mode).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @pass_ctx
-def sync(obj: Context, names: tuple[str, ...], quiet: bool) -> None:
+def sync(
+    obj: Context, names: tuple[str, ...], all_sources: bool, process: bool, quiet: bool
+) -> None:
     """Sync sources into the catalog: add new keys, update changed ones, mark gone ones
-    deleted. Incremental, batched, and safe to interrupt and run again."""
+    deleted. Incremental, batched, and safe to interrupt and run again.
+
+    With --process (for a crontab line): also queue post-processing, run the jobs of these
+    sources in this process and wait for them, deliver the notifications, and print a
+    summary. A source another copy is still processing is skipped with one line."""
     with interrupt.handled():
-        for name in names:
+        chosen = _chosen_sources(obj, names, all_sources, none_means_all=False)
+        if process:
+            _process(obj, chosen)
+            return
+        for name in chosen:
             _sync_one(obj, name, quiet)
+
+
+def _chosen_sources(
+    obj: Context, names: tuple[str, ...], all_sources: bool, *, none_means_all: bool
+) -> list[str]:
+    if names and all_sources:
+        raise click.UsageError("give source names or --all, not both")
+    if names:
+        return list(dict.fromkeys(names))
+    if not all_sources and not none_means_all:
+        raise click.UsageError("give one or more source names, or --all")
+    from mediamirror.sources import list_sources
+
+    return [s.name for s in list_sources(obj.catalog)]
+
+
+def _process(obj: Context, names: list[str]) -> None:
+    """``sync --process``: one crontab run; exit 1 when a sync or a job failed."""
+    from mediamirror import crontab
+    from mediamirror.services import Services
+
+    if not names:
+        click.echo("no sources yet: add one with `mediamirror source add NAME URL`")
+        return
+    report = crontab.run(Services(obj.catalog, obj.settings, obj.env), names)
+    for line in report.lines():
+        click.echo(line)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds between the end of a round and the start of the next.",
+)
+@pass_ctx
+def watch(obj: Context, names: tuple[str, ...], interval: float) -> None:
+    """Run `sync --process` on sources NAME... (all when none is given) in a loop, one
+    summary line per round, until Ctrl-C or SIGTERM. For machines without cron."""
+    from mediamirror import crontab
+    from mediamirror.services import Services
+
+    services = Services(obj.catalog, obj.settings, obj.env)
+    rounds = 0
+    with interrupt.handled() as stop:
+        try:
+            while True:
+                chosen = names or tuple(crontab.all_names(services))
+                rounds += 1
+                report = crontab.run(services, chosen) if chosen else crontab.RunReport()
+                click.echo(f"round {rounds}: {report.line() if chosen else 'no sources'}")
+                for line in report.failures():
+                    click.echo(f"  {line}")
+                if stop.wait(interval):
+                    break
+        except interrupt.Interrupted:
+            click.echo(f"round {rounds}: interrupted; its running jobs went back to the queue")
+    # Stopping is how a foreground loop ends: not an error.
+    click.echo(f"watch stopped after {rounds} round(s)")
 
 
 def _sync_one(obj: Context, name: str, quiet: bool) -> None:
@@ -383,13 +465,17 @@ def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool,
         )
 
 
+from mediamirror.cli_config import register as _register_config  # noqa: E402
 from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
 from mediamirror.cli_service import register as _register_service  # noqa: E402
 from mediamirror.events.cli import register as _register_events  # noqa: E402
+from mediamirror.notify.cli import register as _register_notify  # noqa: E402
 
 _register_jobs(cli, pass_ctx)
 _register_service(cli, pass_ctx)
 _register_events(cli, pass_ctx)
+_register_notify(cli, pass_ctx)
+_register_config(cli, pass_ctx)
 worker_command = cli.commands["worker"]
 
 

@@ -199,15 +199,24 @@ def register(
         """Run jobs with the local executor until stopped (Ctrl-C), or with --burst until
         the queue is empty."""
         from mediamirror.jobs.executors.local import LocalExecutor
+        from mediamirror.notify import sender
 
         settings = obj.settings
+        services = _services(obj)
         executor = LocalExecutor(
-            _services(obj),
+            services,
             concurrency or settings.worker_count,
             lease_seconds=settings.job_lease_seconds,
         )
-        # SIGTERM and Ctrl-C only set STOP: the loop ends, running jobs go back to the queue.
-        stats = executor.run(burst=burst, stop=STOP)
+        # Notifications go out from their own thread: jobs never wait for a mail server.
+        notifier = sender.start(services)
+        try:
+            # SIGTERM and Ctrl-C only set STOP: the loop ends, running jobs go back to the queue.
+            stats = executor.run(burst=burst, stop=STOP)
+        finally:
+            # What is not sent yet stays in the outbox for the next sender.
+            notifier.stop.set()
+            notifier.thread.join(timeout=5)
         if STOP.signum == signal.SIGINT:
             raise Interrupted(signal.SIGINT)  # SIGTERM is how a worker is stopped: exit 0
         click.echo(stats.line())

@@ -18,7 +18,7 @@ def register(
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
     @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
     @click.option("--no-worker", is_flag=True, help="Do not run jobs in this process.")
-    @click.option("--access-log", is_flag=True, help="Log every request (URLs may hold tokens).")
+    @click.option("--access-log", is_flag=True, help="Log every request (URL tokens hidden).")
     @pass_ctx
     def serve(obj: Any, host: str, port: int, no_worker: bool, access_log: bool) -> None:
         """Run the REST API, the web UI, the push endpoints and a local worker."""
@@ -35,7 +35,14 @@ def register(
         click.echo(f"mediamirror is running at {url}  (API docs: {url}/api/docs)")
         click.echo(f"sign in: {url}/login/{new_code()}  (valid 15 minutes, once)")
         click.echo("press Ctrl-C to stop")
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+        from mediamirror import logs
+
+        logs.server_loggers(access_log)
+        # No logging set-up of uvicorn's own: its lines go through mediamirror's handlers,
+        # redacted and tagged with the request id like every other line.
+        uvicorn.run(
+            app, host=host, port=port, log_config=None, log_level=None, access_log=access_log
+        )
 
     @cli.command()
     @click.argument("name")

@@ -43,6 +43,21 @@ class Settings:
     )
     config: str = _setting("", "Path of config.yaml. Empty means <home>/config.yaml.")
     log_level: str = _setting("warning", "Log level: debug, info, warning or error.")
+    log_file: str = _setting(
+        "",
+        "Log file name; each process writes its own file beside it, "
+        "<name>-<command>-<host>-<pid>.log, rotated on its own. Empty means "
+        "<home>/logs/mediamirror.log; off means stderr only.",
+    )
+    log_max_bytes: int = _setting(
+        10 * 1024 * 1024, "A process's log file is rotated when it would grow past this size."
+    )
+    log_backups: int = _setting(
+        5, "Rotated files kept per process (<file>.1 is the newest); older ones are deleted."
+    )
+    log_format: str = _setting(
+        "text", "Format of log lines, on stderr and in the files: text or json (one object a line)."
+    )
     sync_lease_seconds: int = _setting(
         60,
         "A sync holds its source's lease this long between renewals; a crashed sync "
@@ -128,6 +143,17 @@ class Settings:
         "still be being written: it is catalogued, but its post-processing waits for a later "
         "sync (the dataset stays marked MarkForPostProcess). 0 processes it at once.",
     )
+    # Notifications (mediamirror.notify; the email: and notify: blocks hold the rest).
+    notify_retry_intervals: str = _setting(
+        "30,120,600,3600",
+        "Seconds to wait before each new try of a notification a channel did not take, "
+        "comma-separated; after the last one the delivery is marked failed.",
+    )
+    notify_quiet_seconds: int = _setting(
+        10,
+        "A notification waits until none arrived for this many seconds (at most a minute), "
+        "so a burst is counted before it is sent one by one or as one digest.",
+    )
     sections: Mapping[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Nested blocks of config.yaml (email, processors, ...).", "skip": True},
@@ -151,6 +177,16 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def notify_backoff(self) -> tuple[float, ...]:
+        try:
+            return tuple(float(x) for x in self.notify_retry_intervals.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(
+                f"notify_retry_intervals {self.notify_retry_intervals!r} must be numbers, "
+                "comma-separated"
+            ) from None
 
     @property
     def retry_intervals(self) -> tuple[float, ...]:
@@ -234,9 +270,16 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    check_sections: bool = True,
 ) -> Settings:
-    """Resolve every setting: defaults < config.yaml < environment < ``overrides``."""
+    """Resolve every setting: defaults < config.yaml < environment < ``overrides``.
+
+    ``check_sections=False`` leaves the typed blocks (email, notify) unchecked, for
+    ``config check``, which reports them itself beside its other checks.
+    """
     env = os.environ if env is None else env
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     known = {f.name: f for f in declared()}
@@ -269,4 +312,15 @@ def load_settings(
         raise ConfigError("store_max_attempts must be positive and settle_seconds not negative")
     if settings.transcode_vfr_fps < 0:
         raise ConfigError("transcode_vfr_fps must not be negative (0 means the real rate)")
+    if check_sections:
+        validate_sections(settings)
     return settings
+
+
+def validate_sections(settings: Settings) -> None:
+    """Check the typed blocks of config.yaml where settings load, so a wrong value stops
+    ``serve``, ``worker`` and ``sync`` at start instead of at the first notification."""
+    if "email" in settings.sections or "notify" in settings.sections:
+        from mediamirror.notify.config import validate  # pydantic only when a block is there
+
+        validate(settings)

@@ -72,3 +72,18 @@ class JobError(MediamirrorError):
     """A job could not be queued, claimed or changed."""
 
     status = 409
+
+
+class DeliveryError(MediamirrorError):
+    """A notification channel (SMTP server, webhook URL) did not take a message.
+
+    ``status`` is the peer's answer when there was one (the webhook's HTTP status, the SMTP
+    reply code), stored with the delivery attempt; None when the peer could not be reached.
+    An API handler answers ``http_status`` instead: a webhook's 404 is not the API's.
+    """
+
+    http_status = 502
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[assignment]  # the peer's status, not ours

@@ -129,8 +129,10 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except (TypeError, ValueError):  # a bad format: let the handler report it
-            return True
+        except (TypeError, ValueError):
+            # A bad format: the handler's own report would print the raw arguments to
+            # stderr, secrets included. Keep them, redacted, in the message instead.
+            message = f"{record.msg} (arguments not matching the format: {record.args!r})"
         record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:

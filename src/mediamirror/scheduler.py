@@ -1,16 +1,22 @@
 """Scheduled re-syncs: each source may carry a cron expression (``options.schedule``);
 ``serve`` checks every few seconds and syncs the sources that are due, then queues their
-post-processing. One sync per source still holds, across every process."""
+post-processing. One sync per source still holds, across every process.
+
+Due means: the latest cron slot at or before now came after the source's last sync run
+(whoever ran it: this scheduler, `sync`, `sync --process` from crontab). So slots missed
+while `serve` was down are caught up with one run when it starts, never one per missed
+slot, and a source synced in the meantime by other means is not synced again."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
 
+from mediamirror.catalog.models import Source
 from mediamirror.errors import ConfigError, ConflictError, MediamirrorError
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,13 @@ def next_due(expression: str, after: datetime) -> datetime:
     return nxt if nxt.tzinfo else nxt.replace(tzinfo=UTC)
 
 
+def previous_slot(expression: str, now: datetime) -> datetime:
+    """The latest slot of ``expression`` at or before ``now``."""
+    # croniter's get_prev is strictly before its start: start a microsecond later.
+    prev: datetime = croniter(expression, now + timedelta(microseconds=1)).get_prev(datetime)
+    return prev if prev.tzinfo else prev.replace(tzinfo=UTC)
+
+
 class Scheduler:
     """A thread started by ``serve``; ``stop`` ends it."""
 
@@ -40,18 +53,25 @@ class Scheduler:
         self.thread = threading.Thread(target=self._loop, name="mediamirror-scheduler", daemon=True)
 
     def due_sources(self, now: datetime) -> list[str]:
-        from mediamirror.sources import list_sources, recent_runs
+        from mediamirror.sources import list_sources
 
         due = []
         for src in list_sources(self.services.catalog):
             expression = (src.options or {}).get("schedule")
-            if not expression:
-                continue
-            runs = recent_runs(self.services.catalog, src.id, limit=1)
-            last = datetime.fromisoformat(runs[0]["started_at"]) if runs else self.started
-            if next_due(expression, max(last, self.started)) <= now:
+            if expression and self._last_sync(src) < previous_slot(expression, now):
                 due.append(src.name)
         return due
+
+    def _last_sync(self, src: Source) -> datetime:
+        """When the source was last synced. Never synced: when it was added, or when
+        this scheduler started if that is earlier (added while the service ran)."""
+        from mediamirror.sources import recent_runs
+
+        runs = recent_runs(self.services.catalog, src.id, limit=1)
+        if runs:
+            return datetime.fromisoformat(runs[0]["started_at"])
+        created = src.created_at  # aware UTC (catalog.models.UTCDateTime)
+        return min(created, self.started)
 
     def tick(self) -> list[str]:
         """Sync every due source once; returns their names."""

@@ -13,6 +13,8 @@ from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, SOURCES, SYNC_RUNS, Source, utcnow
 from mediamirror.config import Settings
 from mediamirror.errors import ConfigError, ConflictError, MediamirrorError, NotFoundError
+from mediamirror.logs import context as log_context
+from mediamirror.notify import outbox
 from mediamirror.stores import ReadOnlyStore, StoreSpec, open_store, parse_spec
 from mediamirror.stores.output import check_apart
 from mediamirror.stores.timeouts import StoreTimeouts
@@ -77,11 +79,15 @@ def add_source(
     exclude: str | None = None,
     check: bool = True,
     outputs: Sequence[StoreSpec] = (),
+    schedule: str | None = None,
     **store_options: Any,
 ) -> Source:
     """Register a source after checking that its store can be listed and that it
     overlaps none of ``outputs`` (the stores derived files go to: see
-    :func:`mediamirror.stores.output.derived_specs`)."""
+    :func:`mediamirror.stores.output.derived_specs`). ``schedule``: a cron expression
+    to re-sync it on while ``serve`` runs (see :mod:`mediamirror.scheduler`)."""
+    from mediamirror.scheduler import validate
+
     if not _NAME.match(name):
         raise ConfigError(
             f"source name {name!r} must start with a letter or digit and use only "
@@ -104,7 +110,7 @@ def add_source(
         mount=mount,
         include=_compile(include, "include"),
         exclude=_compile(exclude, "exclude"),
-        options={},
+        options={"schedule": validate(schedule)} if schedule else {},
     )
     check_apart(spec, outputs)  # after the plain validation: those errors are simpler
     with catalog.session() as session:
@@ -175,7 +181,8 @@ def sync_source(
         progress=progress,
     )
     try:
-        return engine.run()
+        with log_context(source=name):
+            return engine.run()
     except ConflictError as exc:
         raise ConflictError(f"source {name!r} is already being synced: {exc}") from exc
 
@@ -183,7 +190,7 @@ def sync_source(
 def _record_failed_run(catalog: Catalog, source_id: int, message: str) -> None:
     now = utcnow()
     with catalog.write() as conn:
-        conn.execute(
+        run_id = conn.execute(
             insert(SYNC_RUNS).values(
                 source_id=source_id,
                 state="error",
@@ -192,7 +199,8 @@ def _record_failed_run(catalog: Catalog, source_id: int, message: str) -> None:
                 finished_at=now,
                 seconds=0.0,
             )
-        )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        outbox.sync_ended(conn, run_id, source_id, state="error", error=message, counts={})
 
 
 def recent_runs(catalog: Catalog, source_id: int, limit: int = 10) -> list[dict[str, Any]]:

@@ -24,8 +24,11 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (after the optional import)
 
 pytestmark = pytest.mark.timeout(180)
-#: The operations of the API, IIIF included; not the push endpoints of other packages.
-OURS = r"^/(api/v1/(health|session|sources|folders|datasets|items|jobs|dive_rpc)|iiif/)"
+#: The operations of the API, IIIF and notifications included; not the push endpoints.
+OURS = (
+    r"^/(api/v1/(health|session|sources|folders|datasets|items|jobs|dive_rpc|notifications)"
+    r"|iiif/)"
+)
 #: Examples per operation: a few seconds in all.
 EXAMPLES = 20
 

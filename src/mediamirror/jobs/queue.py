@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.leases import owner_is_dead
-from mediamirror.catalog.models import utcnow
+from mediamirror.catalog.models import FOLDERS, ITEMS, utcnow
 from mediamirror.errors import JobError, NotFoundError
 from mediamirror.jobs.model import JOBS, JobStatus, RetryPolicy
+from mediamirror.notify import outbox
 from mediamirror.redact import redact, redact_optional
 
 LOG_TAIL_CHARS = 8000
@@ -89,8 +90,27 @@ def enqueue(catalog: Catalog, specs: Iterable[JobSpec], policy: RetryPolicy) -> 
     return ids
 
 
-def claim(catalog: Catalog, worker: str, limit: int, lease_seconds: float) -> list[Any]:
-    """Atomically take up to ``limit`` due jobs for ``worker``."""
+def of_sources(source_ids: Sequence[int]) -> ColumnElement[bool]:
+    """Jobs whose target (a folder or an item) belongs to one of these sources."""
+    ids = list(source_ids)
+    folders = select(FOLDERS.c.id).where(FOLDERS.c.source_id.in_(ids))
+    items = select(ITEMS.c.id).where(ITEMS.c.source_id.in_(ids))
+    return or_(
+        and_(JOBS.c.target_type == "folder", JOBS.c.target_id.in_(folders)),
+        and_(JOBS.c.target_type == "item", JOBS.c.target_id.in_(items)),
+    )
+
+
+def claim(
+    catalog: Catalog,
+    worker: str,
+    limit: int,
+    lease_seconds: float,
+    *,
+    source_ids: Sequence[int] | None = None,
+) -> list[Any]:
+    """Atomically take up to ``limit`` due jobs for ``worker`` (only jobs of
+    ``source_ids`` when given: ``sync --process`` runs its own sources' jobs)."""
     if limit <= 0:
         return []
     now = utcnow()
@@ -101,6 +121,8 @@ def claim(catalog: Catalog, worker: str, limit: int, lease_seconds: float) -> li
             .order_by(JOBS.c.priority, JOBS.c.id)
             .limit(limit)
         )
+        if source_ids is not None:
+            due = due.where(of_sources(source_ids))
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         stmt = (
@@ -197,9 +219,32 @@ def finish(
         .values(**values)
     )
     if conn is not None:
-        return conn.execute(stmt).rowcount == 1
+        return _end(conn, stmt, job_id, state, error, log_tail)
     with catalog.write() as own:
-        return own.execute(stmt).rowcount == 1
+        return _end(own, stmt, job_id, state, error, log_tail)
+
+
+def _end(
+    conn: Connection,
+    stmt: Any,
+    job_id: int,
+    state: JobStatus,
+    error: str | None,
+    log_tail: str | None,
+) -> bool:
+    """Run a job's final update; a job that ends in error for good (every final failure
+    comes through here or :func:`reap`) writes its ``job.failed`` in the same transaction."""
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    if state is JobStatus.ERROR:
+        _notify_failed(conn, job_id, error, log_tail)
+    return True
+
+
+def _notify_failed(conn: Connection, job_id: int, error: str | None, log_tail: str | None) -> None:
+    job = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
+    if job is not None:
+        outbox.job_failed(conn, job, error, log_tail)
 
 
 def release(catalog: Catalog, job_id: int, worker: str) -> bool:
@@ -293,7 +338,7 @@ def reap(catalog: Catalog, policy: RetryPolicy) -> int:
                     "run_after": now + timedelta(seconds=policy.delay(r.attempts)),
                     "message": f"retrying: worker {r.worker} was lost",
                 }
-            conn.execute(
+            result = conn.execute(
                 update(JOBS)
                 .where(
                     JOBS.c.id == r.id,
@@ -302,6 +347,8 @@ def reap(catalog: Catalog, policy: RetryPolicy) -> int:
                 )
                 .values(lease_expires_at=None, worker=None, **values)
             )
+            if result.rowcount == 1 and values["state"] == JobStatus.ERROR.value:
+                _notify_failed(conn, r.id, values["error"], None)
     return len(lost)
 
 
@@ -387,16 +434,18 @@ def counts(catalog: Catalog) -> dict[str, int]:
         return {state: n for state, n in rows}
 
 
-def pending(catalog: Catalog) -> tuple[int, float | None]:
-    """Number of queued jobs and seconds until the next one is due (None if none)."""
+def pending(
+    catalog: Catalog, *, source_ids: Sequence[int] | None = None
+) -> tuple[int, float | None]:
+    """Number of queued jobs (of ``source_ids`` when given) and seconds until the next
+    one is due (None if none)."""
     now = utcnow()
+    queued = JOBS.c.state == JobStatus.QUEUED.value
+    if source_ids is not None:
+        queued = and_(queued, of_sources(source_ids))
     with catalog.read() as conn:
-        active = conn.execute(
-            select(func.count()).where(JOBS.c.state == JobStatus.QUEUED.value)
-        ).scalar_one()
-        nxt = conn.execute(
-            select(func.min(JOBS.c.run_after)).where(JOBS.c.state == JobStatus.QUEUED.value)
-        ).scalar_one()
+        active = conn.execute(select(func.count()).where(queued)).scalar_one()
+        nxt = conn.execute(select(func.min(JOBS.c.run_after)).where(queued)).scalar_one()
     if nxt is None:
         return int(active), None
     if nxt.tzinfo is None:

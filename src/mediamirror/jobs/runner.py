@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from mediamirror.catalog.meta import update_meta, update_meta_in
-from mediamirror.catalog.models import ITEMS
+from mediamirror.catalog.models import ITEMS, utcnow
 from mediamirror.errors import (
     ConfigError,
     MediamirrorError,
@@ -23,7 +23,9 @@ from mediamirror.errors import (
 )
 from mediamirror.jobs import queue
 from mediamirror.jobs.context import JobContext
-from mediamirror.jobs.model import JobStatus
+from mediamirror.jobs.model import JOBS, JobStatus
+from mediamirror.logs import job_context
+from mediamirror.notify import outbox
 from mediamirror.processing.failures import scratch_failure
 from mediamirror.processing.processors import registry
 from mediamirror.processing.processors.base import (
@@ -89,8 +91,10 @@ def _succeed(
             updates = {k: v for k, v in updates.items() if k != "MarkForPostProcess"}
         now = datetime.now(UTC).isoformat(timespec="seconds")
         status = {"state": "success", "job": job.id, "version": job.input_version, "at": now}
+        meta = None
         if job.target_type == "folder":
-            update_meta_in(conn, job.target_id, _change(job, status, updates, proc.merge_keys))
+            change = _change(job, status, updates, proc.merge_keys)
+            meta = update_meta_in(conn, job.target_id, change)
         inputs = proc.inputs(current)
         if inputs:
             conn.execute(
@@ -98,7 +102,7 @@ def _succeed(
                 .where(or_(*(and_(ITEMS.c.id == i.id, ITEMS.c.etag == i.etag) for i in inputs)))
                 .values(needs_processing=False)
             )
-        queue.finish(
+        ended = queue.finish(
             services.catalog,
             job.id,
             worker,
@@ -107,8 +111,36 @@ def _succeed(
             log_tail=log_tail,
             conn=conn,
         )
+        if ended and meta is not None and _completes(conn, job, meta):
+            seconds = (utcnow() - job.started_at).total_seconds() if job.started_at else None
+            outbox.dataset_ready(conn, job.target_id, meta, job, seconds)
 
 
+def _completes(conn: Connection, job: Any, meta: dict[str, Any]) -> bool:
+    """Whether this job's result makes its dataset ready: every processor that ran on it
+    succeeded, no mark asks for more, and no other job of the dataset is queued or running.
+
+    Read after the dataset's row was locked and rewritten (update_meta_in), so of two jobs
+    of one dataset ending at once the second sees the first's result: exactly one of them
+    decides "ready". Unlike ``dataset_status`` this does not ask for ``annotate``: a
+    dataset only a command processor handles is ready when that processor succeeded."""
+    if not meta.get("type") or meta.get("MarkForPostProcess") is True:
+        return False
+    states = [p.get("state") for p in (meta.get("processing") or {}).values()]
+    if not states or any(state != "success" for state in states):
+        return False
+    others = conn.execute(
+        select(func.count()).where(
+            JOBS.c.target_type == "folder",
+            JOBS.c.target_id == job.target_id,
+            JOBS.c.id != job.id,
+            JOBS.c.state.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        )
+    ).scalar_one()
+    return int(others) == 0
+
+
+@job_context  # its lines carry the job id; its start and end are logged
 def run_claimed(
     services: Services, job: Any, worker: str, cancel: threading.Event | None = None
 ) -> JobStatus:

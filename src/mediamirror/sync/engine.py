@@ -9,6 +9,7 @@ simply merges again: nothing is lost or duplicated, and unchanged keys cost no w
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -29,6 +30,7 @@ from mediamirror.catalog.bulk import insert_items
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS, SYNC_RUNS, Source, utcnow
 from mediamirror.errors import SyncError
+from mediamirror.notify import outbox
 from mediamirror.stores.base import ObjectInfo, Store
 from mediamirror.sync.layout import (
     SIDECAR_EXTENSIONS,
@@ -103,7 +105,9 @@ def prefetch(pages: Iterable[list[ObjectInfo]], depth: int = 2) -> Iterator[list
         except BaseException as exc:  # handed to the consumer, raised there
             q.put(exc)
 
-    thread = threading.Thread(target=produce, name="mediamirror-list", daemon=True)
+    # In the sync's context: the store's lines from this thread name the source too.
+    run = contextvars.copy_context().run
+    thread = threading.Thread(target=run, args=(produce,), name="mediamirror-list", daemon=True)
     thread.start()
     try:
         while True:
@@ -203,11 +207,20 @@ class SyncEngine:
     def _begin_run(self, interrupted: bool) -> None:
         with self.catalog.write() as conn:
             # A run left "running" by a crashed sync is closed now that we hold the lease.
-            conn.execute(
-                update(RUNS)
-                .where(RUNS.c.source_id == self.source.id, RUNS.c.state == "running")
-                .values(state="error", error="interrupted", finished_at=utcnow())
-            )
+            left = conn.execute(
+                select(RUNS.c.id).where(
+                    RUNS.c.source_id == self.source.id, RUNS.c.state == "running"
+                )
+            ).scalars()
+            for run_id in list(left):
+                conn.execute(
+                    update(RUNS)
+                    .where(RUNS.c.id == run_id)
+                    .values(state="error", error="interrupted", finished_at=utcnow())
+                )
+                outbox.sync_ended(
+                    conn, run_id, self.source.id, state="error", error="interrupted", counts={}
+                )
             self.summary.run_id = conn.execute(
                 insert(RUNS).values(source_id=self.source.id, state="running")
             ).inserted_primary_key[0]  # type: ignore[index]
@@ -230,6 +243,18 @@ class SyncEngine:
                     unchanged=s.unchanged,
                 )
             )
+            counts = {
+                "listed": s.listed,
+                "added": s.added,
+                "changed": s.changed,
+                "deleted": s.deleted,
+                "unchanged": s.unchanged,
+                "seconds": s.seconds,
+            }
+            if s.run_id is not None:
+                outbox.sync_ended(
+                    conn, s.run_id, self.source.id, state=state, error=error, counts=counts
+                )
 
     def _renew(self) -> None:
         if time.monotonic() - self._renewed > self.lease_seconds / 3:

@@ -19,6 +19,7 @@ from mediamirror import __version__
 from mediamirror.errors import MediamirrorError
 from mediamirror.redact import redact
 from mediamirror.services import Services
+from mediamirror.web.request_ids import RequestIds, tag_response
 from mediamirror.web.security import SecurityHeaders, add_headers, mount_docs
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def _error(status: int, message: str) -> JSONResponse:
     response = JSONResponse({"error": message, "status": status}, status_code=status)
     # A 500 is rendered outside the middleware stack: the headers are added here too.
     add_headers(response.headers)
+    tag_response(response.headers)
     return response
 
 
@@ -98,14 +100,17 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
     )
     app.state.services = services
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestIds)  # outermost: its id is on every line of the request
     mount_docs(app, "/api/docs", "/api/openapi.json")
     from mediamirror import scheduler
+    from mediamirror.notify import sender
 
-    app.state.starters = [scheduler.start]
+    app.state.starters = [scheduler.start, sender.start]
 
     @app.exception_handler(MediamirrorError)
     async def _mm_error(_: Request, exc: MediamirrorError) -> JSONResponse:
-        return _error(exc.status, str(exc))
+        # A DeliveryError's status is the peer's (a webhook's 404), not this API's answer.
+        return _error(getattr(exc, "http_status", exc.status), str(exc))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -141,6 +146,9 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(iiif.router)
     app.include_router(login.router)
+    from mediamirror.notify import api as notify_api
+
+    app.include_router(notify_api.router, prefix="/api/v1")
     _mount_optional(app)
 
     if (UI / "static").is_dir():

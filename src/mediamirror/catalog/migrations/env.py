@@ -3,6 +3,7 @@
 from alembic import context
 
 import mediamirror.jobs.model
+import mediamirror.notify.model
 import mediamirror.web.models  # noqa: F401  (service tables in the metadata)
 from mediamirror.catalog.models import Base
 

@@ -58,6 +58,7 @@ class LocalExecutor:
         poll_interval: float = 0.5,
         reap_interval: float = 5.0,
         cancel_interval: float = 1.0,
+        source_ids: list[int] | None = None,
     ) -> None:
         self.services = services
         self.concurrency = max(1, concurrency)
@@ -68,7 +69,10 @@ class LocalExecutor:
         # lease/3 s, 10 s by default) would leave a canceled ffmpeg running that long.
         self.cancel_interval = cancel_interval
         self.worker = new_owner()
+        # Only these sources' jobs (``sync --process``); None: every job.
+        self.source_ids = source_ids
         self.stats = WorkerStats()
+        self.finished: list[int] = []  # ids of the jobs this executor ran, in order
         self._cancels: dict[int, threading.Event] = {}
 
     def submit(self, job_ids: list[int]) -> None:
@@ -117,7 +121,11 @@ class LocalExecutor:
                     self._cancels[job_id].set()
                 last_cancel_check = now
             claimed = queue.claim(
-                catalog, self.worker, in_flight - len(running), self.lease_seconds
+                catalog,
+                self.worker,
+                in_flight - len(running),
+                self.lease_seconds,
+                source_ids=self.source_ids,
             )
             for job in claimed:
                 cancel = self._cancels[job.id] = threading.Event()
@@ -131,10 +139,11 @@ class LocalExecutor:
                     job_id = running.pop(future)
                     self._cancels.pop(job_id, None)
                     self.stats.add(self._outcome(future, job_id))
+                    self.finished.append(job_id)
                 continue
             if claimed:
                 continue
-            queued, due_in = queue.pending(catalog)
+            queued, due_in = queue.pending(catalog, source_ids=self.source_ids)
             if burst and queued == 0:
                 break
             wait_for = self.poll_interval if due_in is None else min(due_in, self.poll_interval)

@@ -7,6 +7,7 @@ import * as browse from "./pages/browse.js";
 import * as dataset from "./pages/dataset.js";
 import * as events from "./pages/events.js";
 import * as jobs from "./pages/jobs.js";
+import * as notifications from "./pages/notifications.js";
 import * as signin from "./pages/signin.js";
 import * as sources from "./pages/sources.js";
 
@@ -18,6 +19,7 @@ const ROUTES = [
   { re: /^\/ui\/sources\/?$/, page: sources, nav: "sources" },
   { re: /^\/ui\/jobs\/?$/, page: jobs, nav: "jobs" },
   { re: /^\/ui\/events\/?$/, page: events, nav: "events" },
+  { re: /^\/ui\/notifications\/?$/, page: notifications, nav: "notifications" },
 ];
 
 const NAV = [
@@ -25,6 +27,7 @@ const NAV = [
   { key: "sources", href: "/ui/sources", label: "Sources", icon: "database" },
   { key: "jobs", href: "/ui/jobs", label: "Jobs", icon: "activity" },
   { key: "events", href: "/ui/events", label: "Events", icon: "bell" },
+  { key: "notifications", href: "/ui/notifications", label: "Notifications", icon: "zap" },
 ];
 
 const state = {

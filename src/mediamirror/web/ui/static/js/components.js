@@ -7,6 +7,7 @@ const TONES = {
   ready: "ok",
   success: "ok",
   applied: "ok",
+  sent: "ok",
   pending: "warn",
   queued: "warn",
   rejected: "warn",

@@ -1,0 +1,1 @@
+"""Notifications: an outbox in the catalog, a sender, and the email and webhook channels."""
