@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,55 @@ PG_HOWTO = (
     f"PostgreSQL catalog tests need {PG_ENV}, e.g. "
     f"{PG_ENV}=postgresql://postgres@127.0.0.1:5432/test pytest"
 )
+
+
+# -- the browser: one Playwright session for the whole run (two cannot share a thread) --
+
+CHROMIUM_ENV = "MEDIAMIRROR_TEST_CHROMIUM"
+CHROMIUM_HOWTO = (
+    "the web UI tests need Debian's Chromium: apt-get install chromium "
+    f"(or set {CHROMIUM_ENV} to a Chromium binary)"
+)
+PLAYWRIGHT_HOWTO = "the web UI tests need Playwright's Python package: pip install playwright"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--mute-audio",
+]
+
+
+def _missing(howto: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"not installed in CI: {howto}")
+    pytest.skip(howto)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    candidates = [os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium", shutil.which("chromium")]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    _missing(CHROMIUM_HOWTO)
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing(PLAYWRIGHT_HOWTO)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

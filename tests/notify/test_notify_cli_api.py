@@ -22,7 +22,7 @@ from mediamirror.notify.outbox import record
 from mediamirror.notify.sender import Sender
 from mediamirror.notify.status import listing
 from mediamirror.services import Services
-from web.conftest import browser, chromium_path, screenshot, sign_in  # noqa: F401
+from web.conftest import screenshot, sign_in
 
 from .conftest import SmtpServer, WebhookReceiver, verify_signature
 
@@ -237,7 +237,7 @@ def _expect() -> Any:
     return playwright_expect
 
 
-def test_notifications_page_and_send_test_button(browser: Any, served: Deployment) -> None:  # noqa: F811
+def test_notifications_page_and_send_test_button(browser: Any, served: Deployment) -> None:
     expect = _expect()
     context = browser.new_context(base_url=served.url, viewport={"width": 1360, "height": 900})
     context.set_default_timeout(15_000)
@@ -268,7 +268,7 @@ def test_notifications_page_and_send_test_button(browser: Any, served: Deploymen
     assert not errors, errors
 
 
-def test_a_viewer_is_told_the_page_is_for_admins(browser: Any, served: Deployment) -> None:  # noqa: F811
+def test_a_viewer_is_told_the_page_is_for_admins(browser: Any, served: Deployment) -> None:
     expect = _expect()
     context = browser.new_context(base_url=served.url)
     context.set_default_timeout(15_000)

@@ -10,14 +10,13 @@ queued by a test stays queued where the test can see it).
 
 Chromium is Debian's (``apt-get install chromium``), driven by Playwright's Python API
 with the system executable; Playwright's own browser downloads are never used. Without
-Chromium or Playwright the tests are skipped on a laptop and fail in CI.
+Chromium or Playwright the tests are skipped on a laptop and fail in CI (the browser
+fixtures live in tests/conftest.py: one Playwright session for every test that drives a page).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -33,23 +32,6 @@ import pytest
 from helpers import Cli, free_port
 from mediamirror.samples import generate_samples
 
-CHROMIUM_ENV = "MEDIAMIRROR_TEST_CHROMIUM"
-CHROMIUM_HOWTO = (
-    "the web UI tests need Debian's Chromium: apt-get install chromium "
-    f"(or set {CHROMIUM_ENV} to a Chromium binary)"
-)
-PLAYWRIGHT_HOWTO = "the web UI tests need Playwright's Python package: pip install playwright"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-    "--mute-audio",
-]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 VIEWPORT = {"width": 1360, "height": 900}
 #: Not a video, whatever its name says: its video job fails for good.
@@ -63,34 +45,6 @@ ENV = {
     "MEDIAMIRROR_TRANSCODE_PRESET": "ultrafast",
     "MEDIAMIRROR_WORKERS": "4",
 }
-
-
-def _missing(howto: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"not installed in CI: {howto}")
-    pytest.skip(howto)
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    candidates = [os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium", shutil.which("chromium")]
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
-    _missing(CHROMIUM_HOWTO)
-    raise AssertionError("unreachable")
-
-
-@pytest.fixture(scope="session")
-def browser(chromium_path: str) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing(PLAYWRIGHT_HOWTO)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 # -- the deployment ----------------------------------------------------------------------------
