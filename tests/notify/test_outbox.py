@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from helpers import Cli
 from jobs.conftest import Lab
@@ -342,6 +342,37 @@ def test_quiet_burst_sends_one_by_one(sqlite_lab: Lab, webhook_receiver: Webhook
     flush(lab)
     assert kinds(webhook_receiver) == ["dataset.ready"] * 3
     assert all(d.digest_of is None for d in deliveries(lab))
+
+
+def test_notification_a_digest_left_out_is_still_sent_once(
+    sqlite_lab: Lab, webhook_receiver: WebhookReceiver
+) -> None:
+    """A notification whose transaction committed just after a digest was planned is not
+    in that digest although the digest lists higher ids: it still goes out, alone, once."""
+    from mediamirror.notify import channels
+
+    lab = sqlite_lab
+    setup(lab, 3, processors={"video": noop()}, **webhook(webhook_receiver))
+    lab.worker(MEDIAMIRROR_NOTIFY_QUIET_SECONDS="3600")
+    first, *rest = [n.id for n in notifications(lab, "dataset.ready")]
+    services = lab.services()
+    [hook] = channels.configured(services.settings, services.env)
+    with lab.catalog.write() as conn:
+        conn.execute(
+            insert(DELIVERIES).values(
+                notification_id=None,
+                channel=hook.name,
+                digest_of=rest,
+                state="sent",
+                attempts=1,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+        )
+    flush(lab)
+    assert kinds(webhook_receiver) == ["dataset.ready"]
+    assert [d.notification_id for d in deliveries(lab) if d.digest_of is None] == [first]
+    assert flush(lab)[-1] == SendSummary(0, 0, 0)
 
 
 def test_digest_minutes_sends_one_digest_per_window(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
 
 from mediamirror.catalog import leases
 from mediamirror.catalog.models import utcnow
@@ -48,6 +48,9 @@ HORIZON = timedelta(days=1)
 #: Deliveries sent per pass (the lease is renewed between them).
 BATCH = 100
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+#: The longest the background sender sleeps while a burst settles or nothing waits
+#: (well inside the lease, which it renews on its passes).
+IDLE_MAX = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,13 @@ class SendSummary:
 
 @dataclass
 class _Waiting:
-    ids: list[int] = field(default_factory=list)
+    """What waits on one channel: how many, the oldest and newest ``created_at``, and
+    (only when asked for, to plan them) their ids."""
+
+    count: int = 0
     oldest: datetime | None = None
     newest: datetime | None = None
+    ids: list[int] = field(default_factory=list)
 
 
 class Sender:
@@ -73,7 +80,10 @@ class Sender:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.owner = leases.new_owner()
+        self._held = False
         self._renewed = 0.0
+        #: Seconds from the last pass until it can have something to do (0: at once).
+        self.idle_for = 0.0
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -84,13 +94,29 @@ class Sender:
         if setup is None:
             return SendSummary()
         cfg, channels = setup
-        if not self._take_lease():
-            return SendSummary(pending=self._pending([c.name for c in channels], cfg, now))
+        names = list(dict.fromkeys(c.name for c in channels))
         kinds = _kinds(cfg)
-        for channel in channels:
-            self._plan(channel.name, cfg, kinds, now)
+        self.idle_for = 0.0
+        if not self._take_lease():
+            waiting = self._survey(names, kinds, now)
+            return SendSummary(pending=self._planned(names) + _count(waiting))
+        waiting = self._survey(names, kinds, now)
+        ready: list[datetime] = []
+        for name in names:
+            planned, ready_at = self._plan(name, cfg, kinds, now, waiting[name])
+            if planned:  # what still waits there is only what arrived meanwhile
+                with self.services.catalog.read() as conn:
+                    waiting[name] = _waiting(conn, name, kinds, now)
+            elif ready_at is not None:
+                ready.append(ready_at)
         sent, failed = self._deliver({c.name: c for c in channels}, now)
-        return SendSummary(sent, failed, self._pending(list({c.name for c in channels}), cfg, now))
+        planned_left = self._planned(names)
+        if not (sent or failed or planned_left):
+            # Nothing to send: the next pass can wait until a burst settles. A notification
+            # arriving later is not due before the quiet time has passed after it.
+            soonest = min(ready, default=now + min(self._quiet(), MAX_WAIT))
+            self.idle_for = max(0.0, (soonest - now).total_seconds())
+        return SendSummary(sent, failed, planned_left + _count(waiting))
 
     def run_forever(self, stop: threading.Event, interval: float = 2.0) -> None:
         """Pass after pass until ``stop`` is set; a failing pass is logged and retried."""
@@ -100,12 +126,13 @@ class Sender:
                     self.run_once()
                 except Exception:  # a database hiccup must not end the sender
                     log.exception("notification sender pass failed; trying again")
-                stop.wait(interval)
+                stop.wait(min(max(interval, self.idle_for), max(interval, IDLE_MAX)))
         finally:
             self.release()
 
     def release(self) -> None:
         """Give the lease up (another process's sender may take over at once)."""
+        self._held = False
         try:
             leases.release(self.services.catalog, LEASE, self.owner)
         except Exception:
@@ -127,11 +154,16 @@ class Sender:
         return (cfg, channels) if channels else None
 
     def _take_lease(self) -> bool:
+        # Held and renewed a moment ago: nobody can have taken it before it expires, so
+        # the pass need not take the catalog's write lock only to find that out.
+        if self._held and time.monotonic() - self._renewed < LEASE_SECONDS / 4:
+            return True
         try:
             leases.acquire(self.services.catalog, LEASE, self.owner, LEASE_SECONDS)
         except ConflictError:
+            self._held = False
             return False  # another process sends
-        self._renewed = time.monotonic()
+        self._held, self._renewed = True, time.monotonic()
         return True
 
     def _renew(self) -> None:
@@ -141,31 +173,51 @@ class Sender:
 
     # -- planning ------------------------------------------------------------------------
 
-    def _plan(self, channel: str, cfg: Any, kinds: list[str], now: datetime) -> None:
+    def _survey(self, channels: list[str], kinds: list[str], now: datetime) -> dict[str, _Waiting]:
+        """What waits on each channel (counts and times only), in one read transaction."""
+        with self.services.catalog.read() as conn:
+            return {c: _waiting(conn, c, kinds, now) for c in channels}
+
+    def _plan(
+        self, channel: str, cfg: Any, kinds: list[str], now: datetime, seen: _Waiting
+    ) -> tuple[bool, datetime | None]:
+        """Plan the deliveries that are due on ``channel``. Returns whether some were
+        planned and, when what waits must wait longer, the moment it can be planned.
+
+        The decision is taken on aggregates read without the write lock (most passes
+        during a burst only find that it has not settled yet). Only when something is due
+        is the write transaction taken, and the decision taken again there on the ids
+        themselves, so what is planned is exactly what waits at that moment."""
+        if not seen.count:
+            return False, None
+        with self.services.catalog.read() as conn:
+            last_digest = _last_digest(conn, channel)
+        if _grouping(cfg, seen, last_digest, now, self._quiet()) == "wait":
+            return False, _ready_at(cfg, seen, last_digest, self._quiet())
         with self.services.catalog.write() as conn:
-            waiting = _waiting(conn, channel, kinds, now)
-            if not waiting.ids:
-                return
+            waiting = _waiting(conn, channel, kinds, now, with_ids=True)
+            if not waiting.count:
+                return False, None
             last_digest = _last_digest(conn, channel)
             grouping = _grouping(cfg, waiting, last_digest, now, self._quiet())
             if grouping == "digest":
                 _add_digest(conn, channel, waiting.ids, now)
             elif grouping == "single":
                 _add_singles(conn, channel, waiting.ids, now)
+            return grouping != "wait", None
 
     def _quiet(self) -> timedelta:
         return timedelta(seconds=max(0, self.services.settings.notify_quiet_seconds))
 
-    def _pending(self, channels: list[str], cfg: Any, now: datetime) -> int:
-        kinds = _kinds(cfg)
+    def _planned(self, channels: list[str]) -> int:
+        """Planned deliveries not sent yet, on every channel in one count."""
         with self.services.catalog.read() as conn:
             planned = conn.execute(
                 select(func.count()).where(
                     DELIVERIES.c.state == "pending", DELIVERIES.c.channel.in_(channels)
                 )
             ).scalar_one()
-            unplanned = sum(len(_waiting(conn, c, kinds, now).ids) for c in channels)
-        return int(planned) + unplanned
+        return int(planned)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -258,28 +310,50 @@ def _kinds(cfg: Any) -> list[str]:
     return [str(getattr(k, "value", k)) for k in cfg.on]
 
 
-def _waiting(conn: Connection, channel: str, kinds: list[str], now: datetime) -> _Waiting:
-    """Notifications of ``kinds`` that ``channel`` has no delivery for yet."""
-    single = exists().where(
-        and_(DELIVERIES.c.notification_id == NOTIFICATIONS.c.id, DELIVERIES.c.channel == channel)
+def _waiting(
+    conn: Connection, channel: str, kinds: list[str], now: datetime, *, with_ids: bool = False
+) -> _Waiting:
+    """Notifications of ``kinds`` that ``channel`` has no delivery for yet.
+
+    A digest lists the notifications it covers, so "not in a digest" cannot be a join.
+    But a digest covers everything that waited when it was planned: notifications above
+    the highest id any digest lists are counted by one aggregate query. Below it only the
+    ids are read (no row is converted), to find the rare one a digest left out (its
+    transaction committed after the digest was planned)."""
+    recent = and_(
+        NOTIFICATIONS.c.kind.in_(kinds),
+        NOTIFICATIONS.c.created_at >= now - HORIZON,
+        ~exists().where(
+            and_(
+                DELIVERIES.c.notification_id == NOTIFICATIONS.c.id,
+                DELIVERIES.c.channel == channel,
+            )
+        ),
     )
-    rows = conn.execute(
-        select(NOTIFICATIONS.c.id, NOTIFICATIONS.c.created_at)
-        .where(
-            NOTIFICATIONS.c.kind.in_(kinds),
-            NOTIFICATIONS.c.created_at >= now - HORIZON,
-            ~single,
-        )
-        .order_by(NOTIFICATIONS.c.id)
-    ).all()
-    if not rows:
-        return _Waiting()
     covered = _in_digests(conn, channel, now)
-    rows = [r for r in rows if r.id not in covered]
-    if not rows:
+    top = max(covered, default=0)
+    left_out: list[int] = []
+    if covered:
+        below = conn.execute(
+            select(NOTIFICATIONS.c.id).where(recent, NOTIFICATIONS.c.id <= top)
+        ).scalars()
+        left_out = [i for i in below if i not in covered]
+    ids_of = or_(NOTIFICATIONS.c.id > top, NOTIFICATIONS.c.id.in_(left_out))
+    created = NOTIFICATIONS.c.created_at
+    count, oldest, newest = conn.execute(
+        select(func.count(), func.min(created), func.max(created)).where(recent, ids_of)
+    ).one()
+    if not count:
         return _Waiting()
-    times = [r.created_at for r in rows]
-    return _Waiting([r.id for r in rows], min(times), max(times))
+    ids: list[int] = []
+    if with_ids:
+        ids = list(
+            conn.execute(
+                select(NOTIFICATIONS.c.id).where(recent, ids_of).order_by(NOTIFICATIONS.c.id)
+            ).scalars()
+        )
+    # MIN and MAX keep the column's type: aware UTC datetimes on every backend.
+    return _Waiting(int(count), oldest, newest, ids)
 
 
 def _in_digests(conn: Connection, channel: str, now: datetime) -> set[int]:
@@ -320,9 +394,27 @@ def _grouping(
     if not settled:
         return "wait"
     storm_tail = last_digest is not None and waiting.oldest < last_digest + STORM_GAP
-    if len(waiting.ids) > cfg.storm_threshold or (storm_tail and len(waiting.ids) > 1):
+    if waiting.count > cfg.storm_threshold or (storm_tail and waiting.count > 1):
         return "digest"
     return "single"
+
+
+def _ready_at(
+    cfg: Any, waiting: _Waiting, last_digest: datetime | None, quiet: timedelta
+) -> datetime:
+    """The first moment :func:`_grouping` stops answering ``wait`` for what waits now
+    (notifications arriving meanwhile can only put it later)."""
+    assert waiting.oldest is not None and waiting.newest is not None
+    if cfg.digest_minutes > 0:
+        window = timedelta(minutes=cfg.digest_minutes)
+        at = waiting.oldest + window
+        return at if last_digest is None else max(at, last_digest + window)
+    settled = min(waiting.newest + quiet, waiting.oldest + MAX_WAIT)
+    return settled if last_digest is None else max(settled, last_digest + STORM_GAP)
+
+
+def _count(waiting: dict[str, _Waiting]) -> int:
+    return sum(w.count for w in waiting.values())
 
 
 def _new_delivery(channel: str, now: datetime) -> dict[str, Any]:
