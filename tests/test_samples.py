@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import pyvips
 
+from helpers import entry_point
 from mediamirror.processing.probe import probe
 from mediamirror.processing.pyramid import tiff_compression
 from mediamirror.processing.transcode import has_encoder, plan_video
@@ -124,3 +127,24 @@ def test_default_slide_is_over_16_mib(tmp_path: Path) -> None:
     slide = next(p for p in generate_samples(tmp_path) if p.name == "slide.tif")
     assert slide.stat().st_size > 16 * 1024 * 1024
     assert pyvips.Image.new_from_file(str(slide)).width == 4096
+
+
+def test_demo_processes_every_sample_dataset(tmp_path: Path) -> None:
+    """The Quick start's main job, through the real entry point and with the default
+    settings (files of a local source are processed only once settled): every dataset the
+    demo mirrors is processed, none is left waiting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMIRROR_")}
+    env["MEDIAMIRROR_HOME"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [*entry_point(), "demo", "--no-serve", "--large-image-px", "1024"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wait for files still being written" not in done.stdout, done.stdout
+    assert " pending" not in done.stdout, done.stdout
+    assert "[video] ready" in done.stdout, done.stdout

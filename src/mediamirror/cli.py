@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -443,6 +444,9 @@ def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool,
     from mediamirror.sources import add_source, list_sources
 
     media = (obj.settings.home_path / "sample-media").resolve()
+    # The demo writes its sample files itself and they are complete when the sync lists
+    # them: waiting for them to settle would only leave the demo's datasets unprocessed.
+    obj.settings = dataclasses.replace(obj.settings, settle_seconds=0)
     ctx = click.get_current_context()
     # Up to the web UI, Ctrl-C stops at safe points; `serve` then has uvicorn's handling.
     with interrupt.handled():
