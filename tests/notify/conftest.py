@@ -25,7 +25,10 @@ import email.policy
 import hashlib
 import hmac
 import ipaddress
+import os
+import signal
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +42,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from helpers import free_port
+from helpers import Cli, free_port
+from jobs.conftest import Lab
+from mediamirror.catalog.db import Catalog
 
 SMTP_USER = "pipeline@example.org"
 SMTP_PASSWORD = "s3cret-smtp-pass"
@@ -456,3 +461,35 @@ def webhook_factory() -> Iterator[Callable[..., WebhookReceiver]]:
 @pytest.fixture
 def webhook_receiver(webhook_factory: Callable[..., WebhookReceiver]) -> WebhookReceiver:
     return webhook_factory()
+
+
+# -- workspaces and processes of the notification tests -------------------------------
+
+
+@pytest.fixture
+def lab(tmp_path: Path, catalog: Catalog, cli: Cli) -> Lab:
+    """A workspace on SQLite, and on PostgreSQL when configured."""
+    return Lab(tmp_path, catalog, cli)
+
+
+@pytest.fixture
+def sqlite_lab(tmp_path: Path, sqlite_url: str, sqlite_cli: Cli) -> Iterator[Lab]:
+    catalog = Catalog(sqlite_url)
+    yield Lab(tmp_path, catalog, sqlite_cli)
+    catalog.close()
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[[subprocess.Popen[str]], subprocess.Popen[str]]]:
+    """Processes a test starts in their own session; killed with their group at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def register(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        procs.append(proc)
+        return proc
+
+    yield register
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,35 +30,6 @@ from mediamirror.sources import get_source
 pytestmark = pytest.mark.timeout(120)
 
 DEADLINE = 60.0
-
-
-@pytest.fixture
-def lab(tmp_path: Path, catalog: Catalog, cli: Cli) -> Lab:
-    """A workspace on SQLite, and on PostgreSQL when configured."""
-    return Lab(tmp_path, catalog, cli)
-
-
-@pytest.fixture
-def sqlite_lab(tmp_path: Path, sqlite_url: str, sqlite_cli: Cli) -> Iterator[Lab]:
-    catalog = Catalog(sqlite_url)
-    yield Lab(tmp_path, catalog, sqlite_cli)
-    catalog.close()
-
-
-@pytest.fixture
-def started() -> Iterator[Callable[[subprocess.Popen[str]], subprocess.Popen[str]]]:
-    """Processes a test starts in their own session; killed with their group at the end."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def register(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
-        procs.append(proc)
-        return proc
-
-    yield register
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 def wait_for(predicate: Callable[[], Any], what: str) -> Any:

@@ -12,18 +12,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select
 
-from helpers import Cli
 from jobs.conftest import Lab
 from jobs.fixtures import python_processor
-from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import utcnow
 from mediamirror.jobs import queue
 from mediamirror.jobs.model import RetryPolicy
@@ -33,36 +30,6 @@ from mediamirror.notify.sender import Sender, SendSummary
 from .conftest import SmtpServer, WebhookReceiver, wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def lab(tmp_path: Path, catalog: Catalog, cli: Cli) -> Lab:
-    """A workspace on this test's catalog: SQLite, and PostgreSQL when configured."""
-    return Lab(tmp_path, catalog, cli)
-
-
-@pytest.fixture
-def sqlite_lab(tmp_path: Path, sqlite_url: str, sqlite_cli: Cli) -> Iterator[Lab]:
-    """A workspace on SQLite only, for the sender's own logic (the catalog is the same)."""
-    catalog = Catalog(sqlite_url)
-    yield Lab(tmp_path, catalog, sqlite_cli)
-    catalog.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[[subprocess.Popen[str]], subprocess.Popen[str]]]:
-    """Long-running CLI processes a test starts: their process groups are killed at the end."""
-    started: list[subprocess.Popen[str]] = []
-
-    def register(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
-        started.append(proc)
-        return proc
-
-    yield register
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -234,16 +201,16 @@ def test_lost_worker_at_last_attempt_writes_job_failed_and_cancel_does_not(
 def test_killed_between_change_and_delivery_delivers_once_after_restart(
     lab: Lab,
     smtp_server: SmtpServer,
-    processes: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],
+    started: Callable[[subprocess.Popen[str]], subprocess.Popen[str]],
 ) -> None:
     [path] = setup(lab, 1, processors={"video": noop()}, email=smtp_server.email_block())
     # The worker's sender waits for a quiet minute before it sends: the kill lands in it.
-    worker = processes(lab.popen("worker", MEDIAMIRROR_NOTIFY_QUIET_SECONDS="60"))
+    worker = started(lab.popen("worker", MEDIAMIRROR_NOTIFY_QUIET_SECONDS="60"))
     wait_until(lambda: notifications(lab, "dataset.ready"), what="the ready notification")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(10)
     assert smtp_server.messages == [] and deliveries(lab) == []
-    restarted = processes(lab.popen("worker", MEDIAMIRROR_NOTIFY_QUIET_SECONDS="0"))
+    restarted = started(lab.popen("worker", MEDIAMIRROR_NOTIFY_QUIET_SECONDS="0"))
     [received] = smtp_server.wait_for(1)
     assert received.subject == f"[mediamirror] ready: {path}"
     wait_until(lambda: [d.state for d in deliveries(lab)] == ["sent"], what="sent recorded")
