@@ -18,13 +18,17 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/mediamirror demo
 
-## Chromium for the browser tests (Debian's package; installed when missing and root).
+## Chromium for the browser tests and redis-server for the broker-restart test (Debian's
+## packages; installed when missing and root).
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "note: browser tests need Chromium (sudo apt-get install chromium)"; \
+	    echo "note: some tests need:$$missing (sudo apt-get install$$missing)"; \
 	  fi; \
 	fi
 

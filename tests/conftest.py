@@ -3,6 +3,10 @@
 PostgreSQL runs when ``MEDIAMIRROR_TEST_DATABASE_URL`` is set (for example
 ``postgresql://postgres@127.0.0.1:5432/test``); each test gets its own schema, dropped
 afterwards. Without it the PostgreSQL cases are skipped on a laptop and fail in CI.
+
+The suite runs in two pytest-xdist worker processes, each test file on one of them; single
+tests named on the command line (``tests/x.py::test_y``) run in this process, and
+``MEDIAMIRROR_TEST_WORKERS=0`` (or ``-n 0``) runs everything here, for a debugger.
 """
 
 from __future__ import annotations
@@ -26,6 +30,45 @@ PG_HOWTO = (
     f"PostgreSQL catalog tests need {PG_ENV}, e.g. "
     f"{PG_ENV}=postgresql://postgres@127.0.0.1:5432/test pytest"
 )
+
+
+# -- parallel runs (pytest-xdist; pyproject.toml asks for ``-n auto --dist loadfile``) ---------
+
+WORKERS_ENV = "MEDIAMIRROR_TEST_WORKERS"
+#: Much of the suite waits on subprocesses and servers, so two workers gain on two cores.
+WORKERS = 2
+#: Test files that share an expensive session fixture: one unit of work for one worker, so
+#: it is built once (the API deployments of tests/api/conftest.py).
+SHARED_UNITS = ("tests/api/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: WORKERS processes, or ``MEDIAMIRROR_TEST_WORKERS`` (0: this process
+    alone); none when the command line names single tests (``file.py::test``)."""
+    if os.environ.get(WORKERS_ENV):
+        return int(os.environ[WORKERS_ENV])
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own variable
+    named = [arg for arg in config.args if not arg.startswith("-")]
+    if named and all("::" in arg for arg in named):
+        return 0
+    return WORKERS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with each of SHARED_UNITS as one unit instead of its files."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            unit = next((u for u in SHARED_UNITS if nodeid.startswith(u)), None)
+            return unit or super()._split_scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 # -- the browser: one Playwright session for the whole run (two cannot share a thread) --

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import secrets
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,10 +45,39 @@ AWS_ENV = {
 }
 
 
+#: Under pytest-xdist each worker takes its ports from a slice of its own below the
+#: kernel's ephemeral range (32768 and up): no other worker picks the same port between
+#: the check here and the server binding it, and no outgoing connection takes it meanwhile.
+_WORKER_PORTS = 20000
+_WORKER_SLICE = 1500
+#: Ports handed out lately by this process: never twice in a row, though still unbound.
+_handed: deque[int] = deque(maxlen=256)
+
+
+def _unused(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))  # no SO_REUSEADDR: a port in TIME_WAIT is skipped
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
+    """A localhost port nothing uses now, for a server the test starts next."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 8:
+        low = _WORKER_PORTS + int(worker[2:]) * _WORKER_SLICE
+        for _ in range(100):
+            port = random.randrange(low, low + _WORKER_SLICE)
+            if port not in _handed and _unused(port):
+                _handed.append(port)
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed.append(port)
+    return port
 
 
 def closed_port() -> int:

@@ -80,6 +80,48 @@ def source() -> None:
     """Add, list, show and remove sources (stores mirrored read-only)."""
 
 
+_F = Any  # a click command function being decorated
+
+
+def _profile_options(command: _F) -> _F:
+    """The profile options of ``source add`` and ``source set`` (checked by
+    :func:`mediamirror.profiles.validated`, so a bad value is one ``error:`` line)."""
+    options = [
+        click.option(
+            "--images",
+            metavar="auto|large-image|sequence",
+            help="What raster images become: today's rules plus a pixel threshold (auto), "
+            "each its own large image, or frames of their folder's sequence.",
+        ),
+        click.option(
+            "--processors",
+            metavar="LIST",
+            help="Processors that run for this source's datasets, e.g. pyramid or "
+            "video,pose ('all': every processor that applies).",
+        ),
+        click.option(
+            "--output",
+            "output_url",
+            metavar="URL",
+            help="Store this source's derived files go to [default: the output store].",
+        ),
+        click.option(
+            "--output-layout",
+            metavar="catalog|mirror",
+            help="Names of derived files: catalog (pyramids/<source>/...) or mirror (the "
+            "source key's path with the output's extension).",
+        ),
+        click.option(
+            "--output-endpoint-url",
+            metavar="URL",
+            help="S3 API endpoint of --output [default: output_endpoint_url].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @source.command("add")
 @click.argument("name")
 @click.argument("url")
@@ -97,6 +139,7 @@ def source() -> None:
 @click.option(
     "--schedule", metavar="CRON", help="Re-sync on this cron schedule while `serve` runs."
 )
+@_profile_options
 @pass_ctx
 def source_add(
     obj: Context,
@@ -108,6 +151,11 @@ def source_add(
     exclude: str | None,
     no_check: bool,
     schedule: str | None,
+    images: str | None,
+    processors: str | None,
+    output_url: str | None,
+    output_layout: str | None,
+    output_endpoint_url: str | None,
     **store_options: Any,
 ) -> None:
     """Add source NAME mirroring URL (s3://bucket/prefix, gs://bucket/prefix, file:///path).
@@ -131,13 +179,68 @@ def source_add(
         check=not no_check,
         outputs=derived_specs(obj.settings, obj.env),
         schedule=schedule,
+        settings=obj.settings,
+        images=images,
+        processors=processors,
+        output_url=output_url,
+        output_layout=output_layout,
+        output_endpoint_url=output_endpoint_url,
         **store_options,
     )
     synced = f" (synced on '{src.options['schedule']}')" if schedule else ""
     click.echo(f"added source {src.name}: {src.url} -> {src.mount}{synced}")
 
 
+@source.command("set")
+@click.argument("name")
+@_profile_options
+@click.option("--include", metavar="REGEX", help="Only keys matching ('' clears).")
+@click.option("--exclude", metavar="REGEX", help="Skip keys matching ('' clears).")
+@click.option("--schedule", metavar="CRON", help="Re-sync on this cron schedule ('' clears).")
+@pass_ctx
+def source_set(
+    obj: Context,
+    /,
+    name: str,
+    images: str | None,
+    processors: str | None,
+    output_url: str | None,
+    output_layout: str | None,
+    output_endpoint_url: str | None,
+    include: str | None,
+    exclude: str | None,
+    schedule: str | None,
+) -> None:
+    """Change source NAME's profile, filters or schedule; prints what changed.
+
+    A changed --images re-lays the source's folders on its next sync; processors added
+    to --processors run for existing datasets only with `postprocess --only-pending` or
+    `reprocess`. An empty value ('') goes back to the default."""
+    from mediamirror.sources import set_source
+
+    values = (images, processors, output_url, output_layout, output_endpoint_url)
+    if all(v is None for v in (*values, include, exclude, schedule)):
+        raise click.UsageError("give at least one value to change (see --help)")
+    _, changed = set_source(
+        obj.catalog,
+        name,
+        env=obj.env,
+        settings=obj.settings,
+        images=images,
+        processors=processors,
+        output_url=output_url,
+        output_layout=output_layout,
+        output_endpoint_url=output_endpoint_url,
+        include=include,
+        exclude=exclude,
+        schedule=schedule,
+    )
+    click.echo(f"{name}: " + ("; ".join(changed) if changed else "nothing changed"))
+
+
 def _source_dict(src: Any) -> dict[str, Any]:
+    from mediamirror.profiles import profile_of
+
     return {
         "name": src.name,
         "url": src.url,
@@ -145,11 +248,13 @@ def _source_dict(src: Any) -> dict[str, Any]:
         "preset": src.preset,
         "endpoint_url": src.endpoint_url,
         "region": src.region,
-        "profile": src.profile,
+        "aws_profile": src.profile,
         "addressing": src.addressing,
         "credentials": dict(src.credentials or {}),
         "include": src.include,
         "exclude": src.exclude,
+        "schedule": (src.options or {}).get("schedule"),
+        "profile": profile_of(src).describe(),
         "created_at": src.created_at.isoformat(),
     }
 
@@ -185,8 +290,11 @@ def source_show(obj: Context, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for key, value in info.items():
+    # The profile's values as lines of their own, every one shown (defaults included).
+    shown = {**{k: v for k, v in info.items() if k != "profile"}, **info["profile"]}
+    for key, value in shown.items():
         if key != "runs" and value not in (None, {}, ""):
+            value = ",".join(value) if isinstance(value, list) else value
             click.echo(f"{key:14} {value}")
     for run in info["runs"]:
         click.echo(
@@ -250,23 +358,40 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]
     "exit 1 if anything failed (crontab mode).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--from-inventory",
+    "inventory",
+    metavar="URL",
+    help="Read the newest S3 Inventory report under URL (s3://bucket/prefix/) instead of "
+    "listing, then sync incrementally what changed since the report. One source only.",
+)
 @pass_ctx
 def sync(
-    obj: Context, names: tuple[str, ...], all_sources: bool, process: bool, quiet: bool
+    obj: Context,
+    names: tuple[str, ...],
+    all_sources: bool,
+    process: bool,
+    quiet: bool,
+    inventory: str | None = None,
 ) -> None:
     """Sync sources into the catalog: add new keys, update changed ones, mark gone ones
     deleted. Incremental, batched, and safe to interrupt and run again.
 
     With --process (for a crontab line): also queue post-processing, run the jobs of these
     sources in this process and wait for them, deliver the notifications, and print a
-    summary. A source another copy is still processing is skipped with one line."""
+    summary. A source another copy is still processing is skipped with one line.
+
+    With --from-inventory (a first sync of a bucket with millions of keys): the report is
+    merged like a listing as of its date, then a normal sync catches up."""
     with interrupt.handled():
         chosen = _chosen_sources(obj, names, all_sources, none_means_all=False)
+        if inventory is not None and (process or all_sources or len(chosen) != 1):
+            raise click.UsageError("--from-inventory takes one source NAME, no --all/--process")
         if process:
             _process(obj, chosen)
             return
         for name in chosen:
-            _sync_one(obj, name, quiet)
+            _sync_one(obj, name, quiet, inventory)
 
 
 def _chosen_sources(
@@ -333,13 +458,22 @@ def watch(obj: Context, names: tuple[str, ...], interval: float) -> None:
     click.echo(f"watch stopped after {rounds} round(s)")
 
 
-def _sync_one(obj: Context, name: str, quiet: bool) -> None:
+def _sync_one(obj: Context, name: str, quiet: bool, inventory: str | None = None) -> None:
     from mediamirror.sources import sync_source
 
     interrupt.check()
     with _progress(f"sync {name}", quiet) as progress:
-        summary = sync_source(obj.catalog, obj.settings, name, obj.env, progress)
-    click.echo(summary.line())
+        if inventory is not None:  # `sync --from-inventory`: sync/inventory.py
+            from mediamirror.sync.inventory import sync_from_inventory
+
+            done = sync_from_inventory(
+                obj.catalog, obj.settings, name, obj.env, inventory, progress
+            )
+            lines = done.lines()
+        else:
+            lines = [sync_source(obj.catalog, obj.settings, name, obj.env, progress).line()]
+    for line in lines:
+        click.echo(line)
     if obj.settings.auto_postprocess:
         from mediamirror.postprocess import postprocess
         from mediamirror.services import Services

@@ -70,6 +70,11 @@ def checks(settings: Settings, env: dict[str, str], *, connect: bool) -> Iterato
     notify = _attempt("notify", lambda: _describe_notify(settings))
     yield email
     yield notify
+    if "feeds" in settings.sections:  # the feeds: block, and each CMS's first page
+        from mediamirror.stores.feed_check import feed_checks
+
+        for name, ok, text in feed_checks(settings, env, connect=connect):
+            yield Check(ok, name, text)
     if not connect or not (email.ok and notify.ok):
         return
     from mediamirror.notify.channels import configured

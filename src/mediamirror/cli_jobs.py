@@ -27,10 +27,151 @@ def _job_dict(job: Any) -> dict[str, Any]:
     return out
 
 
+def _celery_worker(obj: Any, queues: str | None, concurrency: int, pool: str) -> None:
+    """``worker --executor celery``: a plain Celery worker on the mediamirror app."""
+    import dataclasses
+    import os
+    import socket
+
+    from mediamirror.jobs.executors.celery import make_app
+    from mediamirror.jobs.routing import parse_queues
+
+    names = parse_queues(queues)
+    settings = dataclasses.replace(obj.settings, executor="celery")
+    app = make_app(settings, obj.env)
+    # Bring the catalog to the current schema once, then close it: no connection of this
+    # process may cross the fork into the pool's children (each opens its own).
+    obj.catalog.close()
+    node = f"mediamirror-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(names)}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--hostname={node}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _status(obj: Any, inspect_timeout: float) -> dict[str, Any]:
+    """What ``mediamirror status`` shows, as one dict."""
+    from mediamirror.catalog.leases import owner_is_dead
+    from mediamirror.catalog.models import LEASES, utcnow
+    from mediamirror.jobs import dispatch, queue
+    from mediamirror.jobs.routing import queues_of
+    from mediamirror.redact import redact_url
+
+    settings = obj.settings
+    catalog = obj.catalog
+    routes = queues_of(settings)
+    depths = dispatch.depths(catalog, routes, settings.celery_redispatch_seconds)
+    info: dict[str, Any] = {
+        "executor": settings.executor,
+        "catalog": catalog.safe_url,
+        "broker": redact_url(settings.broker_url) if settings.broker_url else None,
+        "jobs": queue.counts(catalog),
+        "routes": routes,
+        "queues": depths,
+        "workers": [
+            {"node": w.node, "slots": w.slots, "queues": list(w.queues), "owner": owner}
+            for w, owner in dispatch.live_workers(catalog)
+        ],
+        "dispatcher": None,
+    }
+    from sqlalchemy import select
+
+    with catalog.read() as conn:
+        row = conn.execute(
+            select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == dispatch.LEASE)
+        ).first()
+    if row is not None and row.expires_at > utcnow() and not owner_is_dead(row.owner):
+        info["dispatcher"] = row.owner
+    if settings.executor == "celery" or settings.broker_url:
+        info.update(_broker_status(settings, [*depths, *routes.values()], inspect_timeout))
+    return info
+
+
+def _broker_status(settings: Any, names: list[str], timeout: float) -> dict[str, Any]:
+    """Messages waiting on the broker per queue, and the workers answering a ping."""
+    from mediamirror.jobs.executors.celery import make_app
+    from mediamirror.jobs.routing import DEFAULT_QUEUE
+
+    out: dict[str, Any] = {"broker_messages": {}, "answering": None, "broker_error": None}
+    try:
+        app = make_app(settings)
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            for name in sorted({DEFAULT_QUEUE, *names}):
+                channel = conn.channel()
+                try:
+                    declared = channel.queue_declare(queue=name, passive=True)
+                    out["broker_messages"][name] = int(declared.message_count)
+                except Exception:  # not declared yet: nothing sent to it
+                    out["broker_messages"][name] = 0
+                finally:
+                    channel.close()
+        replies = app.control.ping(timeout=timeout) or []
+        out["answering"] = sorted(name for reply in replies for name in reply)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        out["broker_error"] = first
+    return out
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    click.echo(f"executor    {info['executor']}")
+    click.echo(f"catalog     {info['catalog']}")
+    if info["broker"] is not None:
+        state = f"unreachable: {info['broker_error']}" if info.get("broker_error") else "ok"
+        click.echo(f"broker      {info['broker']}  ({state})")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(info["jobs"].items())) or "none"
+    click.echo(f"jobs        {counts}")
+    if info["executor"] != "celery":
+        return
+    click.echo(f"dispatcher  {info['dispatcher'] or '(none running)'}")
+    workers = info["workers"]
+    click.echo(f"workers     {len(workers)} live, {sum(w['slots'] for w in workers)} slot(s)")
+    for w in workers:
+        click.echo(f"  {w['node']:40} {w['slots']:>3} slot(s)  queues {','.join(w['queues'])}")
+    if info.get("answering") is not None:
+        click.echo(f"  answering a ping: {len(info['answering'])}")
+    from mediamirror.jobs.routing import DEFAULT_QUEUE
+
+    routed = {DEFAULT_QUEUE, *info["routes"].values()}
+    names = sorted({*routed, *info["queues"], *info.get("broker_messages", {})})
+    click.echo(f"{'queue':20} {'queued':>8} {'in flight':>10} {'on broker':>10}")
+    for name in names:
+        depth = info["queues"].get(name, {"queued": 0, "in_flight": 0})
+        on_broker = info.get("broker_messages", {}).get(name, "-")
+        click.echo(f"{name:20} {depth['queued']:>8} {depth['in_flight']:>10} {on_broker:>10}")
+
+
 def register(
     cli: click.Group, pass_ctx: Callable[[Callable[..., Any]], Callable[..., Any]]
 ) -> None:
     """Add the post-processing commands to the ``mediamirror`` group."""
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.option(
+        "--timeout",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(min=0.1),
+        help="Seconds to wait for the broker and the workers' answers.",
+    )
+    @pass_ctx
+    def status(obj: Any, as_json: bool, timeout: float) -> None:
+        """Show the executor, the broker, live workers and queue depths."""
+        info = _status(obj, timeout)
+        if as_json:
+            click.echo(json.dumps(info, indent=2, default=str))
+        else:
+            _print_status(info)
 
     @cli.command()
     @click.argument("path", default="/")
@@ -193,17 +334,47 @@ def register(
         type=click.IntRange(min=1),
         help="Jobs at once [setting workers; default: CPU count].",
     )
+    @click.option(
+        "--executor",
+        type=click.Choice(["local", "celery"]),
+        help="local, or a Celery worker fed through broker_url [setting executor].",
+    )
+    @click.option(
+        "--queues",
+        "-Q",
+        metavar="LIST",
+        help="Celery: broker queues to take jobs from, e.g. video,gpu [default: mediamirror].",
+    )
+    @click.option(
+        "--pool",
+        type=click.Choice(["prefork", "threads", "solo"]),
+        default="prefork",
+        show_default=True,
+        help="Celery: run jobs in child processes, threads, or the worker process itself.",
+    )
     @pass_ctx
     @interruptible
-    def worker(obj: Any, burst: bool, concurrency: int | None) -> None:
+    def worker(
+        obj: Any,
+        burst: bool,
+        concurrency: int | None,
+        executor: str | None,
+        queues: str | None,
+        pool: str,
+    ) -> None:
         """Run jobs with the local executor until stopped (Ctrl-C), or with --burst until
-        the queue is empty."""
+        the queue is empty; with --executor celery, run a Celery worker."""
         from mediamirror.jobs.executors.local import LocalExecutor
         from mediamirror.notify import sender
 
         settings = obj.settings
+        if (executor or settings.executor) == "celery":
+            if burst:
+                raise click.UsageError("--burst is for the local executor")
+            _celery_worker(obj, queues, concurrency or settings.worker_count, pool)
+            return
         services = _services(obj)
-        executor = LocalExecutor(
+        local = LocalExecutor(
             services,
             concurrency or settings.worker_count,
             lease_seconds=settings.job_lease_seconds,
@@ -212,7 +383,7 @@ def register(
         notifier = sender.start(services)
         try:
             # SIGTERM and Ctrl-C only set STOP: the loop ends, running jobs go back to the queue.
-            stats = executor.run(burst=burst, stop=STOP)
+            stats = local.run(burst=burst, stop=STOP)
         finally:
             # What is not sent yet stays in the outbox for the next sender.
             notifier.stop.set()

@@ -3,10 +3,48 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+
+def _serve_processes(
+    obj: Any, host: str, port: int, no_worker: bool, access_log: bool, workers: int, url: str
+) -> None:
+    """``serve --workers N``: uvicorn's process manager runs N processes of the service
+    (:mod:`mediamirror.web.asgi`) on one socket and replaces any that dies. Each reads
+    its settings from the environment, so the options given to this command are passed
+    on there; the catalog is migrated here, once, before they start."""
+    import uvicorn
+
+    from mediamirror import logs
+    from mediamirror.web.asgi import ACCESS_LOG_VAR
+    from mediamirror.web.login import new_shared_code
+
+    settings = obj.settings
+    for name in ("home", "database_url", "config", "log_level"):
+        value = getattr(settings, name)
+        if value:
+            os.environ[f"MEDIAMIRROR_{name.upper()}"] = str(value)
+    os.environ[ACCESS_LOG_VAR] = "1" if access_log else "0"
+    code = new_shared_code(obj.catalog)  # opens (and migrates) the catalog
+    click.echo(f"mediamirror is running at {url}: {workers} processes  (API docs: {url}/api/docs)")
+    click.echo(f"sign in: {url}/login/{code}  (valid 15 minutes, once)")
+    click.echo("press Ctrl-C to stop")
+    logs.server_loggers(access_log)
+    factory = "api_app" if no_worker else "app"
+    uvicorn.run(
+        f"mediamirror.web.asgi:{factory}",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=None,
+        access_log=access_log,
+    )
 
 
 def register(
@@ -19,8 +57,17 @@ def register(
     @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
     @click.option("--no-worker", is_flag=True, help="Do not run jobs in this process.")
     @click.option("--access-log", is_flag=True, help="Log every request (URL tokens hidden).")
+    @click.option(
+        "--workers",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        help="Service processes behind the port (one scheduler and SQS consumer in all).",
+    )
     @pass_ctx
-    def serve(obj: Any, host: str, port: int, no_worker: bool, access_log: bool) -> None:
+    def serve(
+        obj: Any, host: str, port: int, no_worker: bool, access_log: bool, workers: int
+    ) -> None:
         """Run the REST API, the web UI, the push endpoints and a local worker."""
         import uvicorn
 
@@ -28,10 +75,13 @@ def register(
         from mediamirror.web.app import create_app
         from mediamirror.web.login import new_code
 
-        services = Services(obj.catalog, obj.settings, obj.env)
-        app = create_app(services, worker=not no_worker)
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
         url = f"http://{shown}:{port}"
+        if workers > 1:
+            _serve_processes(obj, host, port, no_worker, access_log, workers, url)
+            return
+        services = Services(obj.catalog, obj.settings, obj.env)
+        app = create_app(services, worker=not no_worker)
         click.echo(f"mediamirror is running at {url}  (API docs: {url}/api/docs)")
         click.echo(f"sign in: {url}/login/{new_code()}  (valid 15 minutes, once)")
         click.echo("press Ctrl-C to stop")

@@ -66,10 +66,22 @@ class Settings:
     sync_page_size: int = _setting(
         1000, "Keys per listing page; each page is written in one catalog transaction."
     )
+    sync_list_width: int = _setting(
+        8,
+        "Concurrent listing requests of a sync of an S3 source (1 to 16): the bucket is "
+        "cut into key ranges at its folders, listed side by side and merged in key order. "
+        "1 lists sequentially; local directories are always walked sequentially.",
+    )
     large_image_bytes: int = _setting(
         16 * 1024 * 1024,
         "A raster image (jpg, png, tif...) at least this many bytes becomes its own "
         "large-image dataset instead of a frame of an image sequence.",
+    )
+    large_image_pixels: int = _setting(
+        40_000_000,
+        "In a source whose images mode is auto, post-processing makes a frame of an image "
+        "sequence with at least this many pixels (width x height, read from the image "
+        "header) its own large-image dataset. 0 turns this off.",
     )
     auto_postprocess: bool = _setting(
         True, "Queue post-processing jobs for marked datasets at the end of every sync."
@@ -93,6 +105,22 @@ class Settings:
     )
     job_lease_seconds: int = _setting(
         30, "A running job's lease; a worker that stops renewing it loses the job to a retry."
+    )
+    # Celery executor (mediamirror.jobs.executors.celery, mediamirror.jobs.dispatch).
+    executor: str = _setting(
+        "local",
+        "What runs jobs: local (the worker and serve processes claim them from the catalog) "
+        "or celery (Celery workers on many machines, fed job ids through broker_url).",
+    )
+    broker_url: str = _setting(
+        "",
+        "Celery broker with the celery executor: redis://host:6379/0 or "
+        "amqp://user:password@host:5672// (RabbitMQ). Its password is never printed.",
+    )
+    celery_redispatch_seconds: int = _setting(
+        60,
+        "Celery executor: a queued job whose message was sent this long ago and not taken "
+        "(the broker lost it: flushed or restarted) is sent again; a duplicate is dropped.",
     )
     transcode_preset: str = _setting("medium", "x264 preset used when transcoding videos.")
     transcode_crf: int = _setting(22, "x264 constant rate factor used when transcoding videos.")
@@ -136,6 +164,12 @@ class Settings:
         5,
         "Attempts of one S3 request (the first one included) on a 500, 503, throttling, "
         "reset connection or timeout, with exponential backoff, before the operation fails.",
+    )
+    max_download_bytes: int = _setting(
+        20 * 1024**3,
+        "Largest file a feed record may download (its original, kept in the output store); "
+        "a bigger one fails its job with one line, before the download or as soon as it "
+        "passes this size.",
     )
     settle_seconds: int = _setting(
         3,
@@ -306,12 +340,20 @@ def load_settings(
     settings = Settings(**values, sections=sections)
     if settings.sync_page_size < 1 or settings.sync_lease_seconds < 1:
         raise ConfigError("sync_page_size and sync_lease_seconds must be positive")
+    if not 1 <= settings.sync_list_width <= 16:
+        raise ConfigError(f"sync_list_width must be 1 to 16, not {settings.sync_list_width}")
     if min(settings.store_connect_timeout, settings.store_read_timeout) < 1:
         raise ConfigError("store_connect_timeout and store_read_timeout must be positive")
     if settings.store_max_attempts < 1 or settings.settle_seconds < 0:
         raise ConfigError("store_max_attempts must be positive and settle_seconds not negative")
     if settings.transcode_vfr_fps < 0:
         raise ConfigError("transcode_vfr_fps must not be negative (0 means the real rate)")
+    if settings.max_download_bytes < 1:
+        raise ConfigError("max_download_bytes must be positive")
+    if settings.executor not in ("local", "celery"):
+        raise ConfigError(f"executor {settings.executor!r} must be local or celery")
+    if settings.celery_redispatch_seconds < 1:
+        raise ConfigError("celery_redispatch_seconds must be positive")
     if check_sections:
         validate_sections(settings)
     return settings
@@ -324,3 +366,11 @@ def validate_sections(settings: Settings) -> None:
         from mediamirror.notify.config import validate  # pydantic only when a block is there
 
         validate(settings)
+    if "feeds" in settings.sections:
+        from mediamirror.stores.feed_config import configure
+
+        configure(settings.sections["feeds"])  # checked, and what feed:// stores open with
+    if "processors" in settings.sections:
+        from mediamirror.jobs.routing import check_queues
+
+        check_queues(settings)  # each processor's `queue:` (celery executor)

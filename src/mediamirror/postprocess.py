@@ -20,6 +20,7 @@ from mediamirror.processing.processors import for_dataset, registry
 from mediamirror.processing.processors.base import Dataset, ItemRef
 from mediamirror.services import Services
 from mediamirror.settle import settled
+from mediamirror.sources import source_profiles
 
 _BATCH = 500
 
@@ -32,12 +33,16 @@ class Planned:
     specs: list[JobSpec] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)  # files still being written
+    #: Datasets ``reprocess --processor`` skipped: their source's profile leaves it out.
+    left_out: int = 0
 
     def line(self) -> str:
         already = len(self.specs) - len(self.queued)
         extra = f" ({already} already queued or running)" if already else ""
         if self.deferred:
             extra += f"; {len(self.deferred)} dataset(s) wait for files still being written"
+        if self.left_out:
+            extra += f"; {self.left_out} dataset(s) skipped: their source's profile leaves it out"
         return f"queued {len(self.queued)} job(s) for {len(self.datasets)} dataset(s){extra}"
 
 
@@ -118,11 +123,13 @@ def postprocess(
     picked: list[int] = []
     wanted = pending if only_pending else marked
     found = _datasets(services, path, recursive, wanted, limit)
+    profiles = source_profiles(services.catalog)
     # Deferred datasets keep their mark: a later sync queues them once their files settle.
     for ds in settled(services.catalog, found, settings.settle_seconds, plan.deferred):
         plan.datasets.append(ds.path)
         picked.append(ds.id)
-        for proc in for_dataset(settings, ds):
+        profile = profiles.get(ds.source_id) if ds.source_id is not None else None
+        for proc in for_dataset(settings, ds, profile=profile):
             if proc.inputs(ds):
                 version = proc.input_version(ds)
                 plan.specs.append(JobSpec(proc.name, "folder", ds.id, version, dict(args)))
@@ -155,11 +162,21 @@ def reprocess(
     base = normalize_path(path)
     start = (base.rstrip("/") + "/" + prefix.lstrip("/")) if prefix else None
     plan = Planned()
+    profiles = source_profiles(services.catalog)
+    left_out: set[int] = set()  # sources whose profile leaves ``processor`` out
     for ds in _datasets(services, base, True, lambda meta: True, None):
         if start is not None and not ds.path.startswith(start):
             continue
-        chosen = [procs[processor]] if processor else for_dataset(settings, ds, auto_only=True)
+        profile = profiles.get(ds.source_id) if ds.source_id is not None else None
+        if processor:
+            chosen = [procs[processor]]
+        else:
+            chosen = for_dataset(settings, ds, auto_only=True, profile=profile)
         chosen = [p for p in chosen if ds.type in p.dataset_types and p.inputs(ds)]
+        if chosen and processor and profile is not None and not profile.allows(processor):
+            left_out.add(ds.source_id or 0)
+            plan.left_out += 1
+            continue
         if not chosen:
             continue
         plan.datasets.append(ds.path)
@@ -172,6 +189,23 @@ def reprocess(
             plan.specs.append(JobSpec(proc.name, "folder", ds.id, version, job_args))
         if limit is not None and len(plan.datasets) >= limit:
             break
+    if left_out and not plan.datasets:
+        raise ConfigError(_not_in_profile(services, processor or "", left_out))
     if not dry_run:
         plan.queued = enqueue(services.catalog, plan.specs, services.retry_policy)
     return plan
+
+
+def _not_in_profile(services: Services, processor: str, source_ids: set[int]) -> str:
+    """Why ``reprocess --processor`` queued nothing: the sources' profiles leave it out."""
+    from mediamirror.catalog.models import SOURCES
+
+    with services.catalog.read() as conn:
+        names = sorted(
+            conn.execute(select(SOURCES.c.name).where(SOURCES.c.id.in_(source_ids))).scalars()
+        )
+    which = ("source " if len(names) == 1 else "sources ") + ", ".join(repr(n) for n in names)
+    return (
+        f"processor {processor!r} is not in the profile of {which}: add it with "
+        f"`mediamirror source set {names[0] if names else 'NAME'} --processors ...` first"
+    )

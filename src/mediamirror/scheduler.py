@@ -17,9 +17,12 @@ from typing import Any
 from croniter import croniter
 
 from mediamirror.catalog.models import Source
+from mediamirror.catalog.singleton import Singleton
 from mediamirror.errors import ConfigError, ConflictError, MediamirrorError
 
 log = logging.getLogger(__name__)
+#: The lease of the scheduler role: one scheduler runs across every ``serve`` process.
+LEASE = "scheduler"
 
 
 def validate(expression: str) -> str:
@@ -45,10 +48,13 @@ def previous_slot(expression: str, now: datetime) -> datetime:
 class Scheduler:
     """A thread started by ``serve``; ``stop`` ends it."""
 
-    def __init__(self, services: Any, interval: float = 5.0) -> None:
+    def __init__(self, services: Any, interval: float = 5.0, *, single: bool = False) -> None:
         self.services = services
         self.interval = interval
         self.stop = threading.Event()
+        #: With ``single``, this scheduler runs only while this process holds the
+        #: scheduler lease (several ``serve`` processes on one catalog run one scheduler).
+        self.role = Singleton(services.catalog, LEASE, stop=self.stop) if single else None
         self.started = datetime.now(UTC)
         self.thread = threading.Thread(target=self._loop, name="mediamirror-scheduler", daemon=True)
 
@@ -58,9 +64,31 @@ class Scheduler:
         due = []
         for src in list_sources(self.services.catalog):
             expression = (src.options or {}).get("schedule")
-            if expression and self._last_sync(src) < previous_slot(expression, now):
+            if expression:
+                if self._last_sync(src) < previous_slot(expression, now):
+                    due.append(src.name)
+            elif src.kind == "feed" and self._feed_due(src, now):
                 due.append(src.name)
         return due
+
+    def _feed_due(self, src: Source, now: datetime) -> bool:
+        """A feed without a cron schedule is polled every ``poll_seconds`` of its block
+        (0: never), counted from its last sync run; the first poll is at once."""
+        from mediamirror.sources import recent_runs
+        from mediamirror.stores.feed_config import feed_config
+
+        try:
+            feeds = self.services.settings.sections.get("feeds") or {}
+            poll = feed_config(src.bucket, feeds).poll_seconds
+        except ConfigError as exc:
+            log.warning("feed source %s is not polled: %s", src.name, exc)
+            return False
+        if poll <= 0:
+            return False
+        runs = recent_runs(self.services.catalog, src.id, limit=1)
+        return not runs or datetime.fromisoformat(runs[0]["started_at"]) <= now - timedelta(
+            seconds=poll
+        )
 
     def _last_sync(self, src: Source) -> datetime:
         """When the source was last synced. Never synced: when it was added, or when
@@ -80,6 +108,8 @@ class Scheduler:
 
         ran = []
         for name in self.due_sources(datetime.now(UTC)):
+            if self.role is not None and not self.role.held():
+                break  # another process runs the scheduler now
             try:
                 summary = sync_source(
                     self.services.catalog, self.services.settings, name, self.services.env
@@ -95,15 +125,24 @@ class Scheduler:
         return ran
 
     def _loop(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:  # keep the service's scheduler alive through a bad tick
-                log.exception("scheduler tick failed")
+        if self.role is not None:
+            self.role.thread.start()
+        try:
+            while not self.stop.wait(self.interval):
+                if self.role is not None and not self.role.held():
+                    continue
+                try:
+                    self.tick()
+                except Exception:  # keep the service's scheduler alive through a bad tick
+                    log.exception("scheduler tick failed")
+        finally:
+            if self.role is not None:
+                self.role.thread.join(timeout=10)  # it releases the lease on its way out
 
 
 def start(services: Any) -> Scheduler:
-    scheduler = Scheduler(services)
+    """The scheduler of a ``serve`` process: it runs while this process holds the lease."""
+    scheduler = Scheduler(services, single=True)
     scheduler.thread.start()
     return scheduler
 

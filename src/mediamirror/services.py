@@ -14,9 +14,10 @@ from mediamirror.catalog.models import SOURCES, Source
 from mediamirror.config import Settings
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import RetryPolicy
+from mediamirror.profiles import profile_of
 from mediamirror.redact import remember_env
 from mediamirror.stores import ReadOnlyStore
-from mediamirror.stores.output import OutputStore
+from mediamirror.stores.output import OutputStore, check_apart, profile_output_spec
 from mediamirror.stores.timeouts import StoreTimeouts
 
 
@@ -65,7 +66,13 @@ class Services:
             cached: ReadOnlyStore | None = self._stores.get(key)
         if cached is not None:
             return cached
-        store = source_store(src, self.env, timeouts=StoreTimeouts.from_settings(self.settings))
+        store = source_store(
+            src,
+            self.env,
+            timeouts=StoreTimeouts.from_settings(self.settings),
+            settings=self.settings,  # a feed source: its feeds: block, max_download_bytes
+            catalog=self.catalog,  # a feed source: its records' URLs
+        )
         self._forget_stale_sources(src.uid)
         with self._lock:
             result: ReadOnlyStore = self._stores.setdefault(key, store)
@@ -98,6 +105,42 @@ class Services:
             ),
         )
         return store
+
+    def output_store_for(self, source_id: int | None) -> OutputStore:
+        """Where a source's derived files go: its profile's output store, else the
+        installation's (:meth:`output_store`). Cached by the source's uid and by what the
+        store is opened from, so an edited profile gets a new store, and a profile with
+        the installation's store shares :meth:`output_store`'s."""
+        if source_id is None:
+            return self.output_store()
+        src = self.source(source_id)
+        profile = profile_of(src)
+        if not profile.output_url:
+            return self.output_store()
+        spec = profile_output_spec(profile, self.settings, self.env)
+        key = ("source-output", src.uid, repr(spec))
+
+        def make() -> OutputStore:
+            for source in self._source_specs():
+                check_apart(source, [spec])
+            # The source's store as it was before an edit is not needed any more.
+            for old in [k for k in self._stores if k[:2] == ("source-output", src.uid)]:
+                del self._stores[old]
+            return OutputStore(spec, self.env, StoreTimeouts.from_settings(self.settings))
+
+        store: OutputStore = self._cached(key, make)
+        return store
+
+    def results_store_for(self, source_id: int | None, url: str | None = None) -> OutputStore:
+        """Where a command processor's results for a source's dataset go: ``url`` (the
+        processor's ``results_store``), else the ``results_store`` setting, else the
+        source's output store in the catalog layout; a mirror-layout output store holds
+        mirrored names only, so such a source's results go to the installation's."""
+        if url or self.settings.results_store or source_id is None:
+            return self.results_store(url)
+        if profile_of(self.source(source_id)).output_layout == "mirror":
+            return self.output_store()
+        return self.output_store_for(source_id)
 
     def results_store(self, url: str | None = None) -> OutputStore:
         url = url or self.settings.results_store

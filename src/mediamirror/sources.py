@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mediamirror.catalog.db import Catalog
@@ -15,8 +15,10 @@ from mediamirror.config import Settings
 from mediamirror.errors import ConfigError, ConflictError, MediamirrorError, NotFoundError
 from mediamirror.logs import context as log_context
 from mediamirror.notify import outbox
+from mediamirror.profiles import Profile, profile_of, validated
 from mediamirror.stores import ReadOnlyStore, StoreSpec, open_store, parse_spec
-from mediamirror.stores.output import check_apart
+from mediamirror.stores.base import ObjectInfo
+from mediamirror.stores.output import check_apart, check_profile_outputs
 from mediamirror.stores.timeouts import StoreTimeouts
 from mediamirror.sync.engine import SyncEngine, SyncSummary
 
@@ -63,9 +65,23 @@ def source_store(
     env: Mapping[str, str],
     page_size: int = 1000,
     timeouts: StoreTimeouts | None = None,
+    *,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
 ) -> ReadOnlyStore:
-    """The source's store, read side only."""
-    return ReadOnlyStore(open_store(spec_of(source), env, page_size=page_size, timeouts=timeouts))
+    """The source's store, read side only. A feed source opens with the ``feeds:`` block
+    of ``settings`` (else the loaded one) and finds its records' URLs in ``catalog``."""
+    feed: dict[str, Any] = {}
+    if source.kind == "feed":
+        from mediamirror.stores.feed import catalog_lookup
+
+        if settings is not None:
+            feed["feeds"] = settings.sections.get("feeds") or {}
+            feed["max_bytes"] = getattr(settings, "max_download_bytes", None)
+        if catalog is not None:
+            feed["lookup"] = catalog_lookup(catalog, source.id)
+    store = open_store(spec_of(source), env, page_size=page_size, timeouts=timeouts, **feed)
+    return ReadOnlyStore(store)
 
 
 def add_source(
@@ -80,12 +96,24 @@ def add_source(
     check: bool = True,
     outputs: Sequence[StoreSpec] = (),
     schedule: str | None = None,
+    settings: Settings | None = None,
+    known_processors: Iterable[str] | None = None,
+    images: str | None = None,
+    processors: str | Iterable[str] | None = None,
+    output_url: str | None = None,
+    output_layout: str | None = None,
+    output_endpoint_url: str | None = None,
     **store_options: Any,
 ) -> Source:
     """Register a source after checking that its store can be listed and that it
     overlaps none of ``outputs`` (the stores derived files go to: see
     :func:`mediamirror.stores.output.derived_specs`). ``schedule``: a cron expression
-    to re-sync it on while ``serve`` runs (see :mod:`mediamirror.scheduler`)."""
+    to re-sync it on while ``serve`` runs (see :mod:`mediamirror.scheduler`).
+
+    ``images``, ``processors``, ``output_*``: its profile (:mod:`mediamirror.profiles`).
+    With ``settings``, processor names are checked against the installation's processors
+    (or ``known_processors``) and the profile's output location against every source
+    (:func:`mediamirror.stores.output.check_profile_outputs`)."""
     from mediamirror.scheduler import validate
 
     if not _NAME.match(name):
@@ -95,6 +123,17 @@ def add_source(
         )
     spec = parse_spec(url, env=env, **store_options)
     mount = normalize_mount(mount or f"/{name}")
+    profile = validated(
+        images=images,
+        processors=processors,
+        output_url=output_url,
+        output_layout=output_layout,
+        output_endpoint_url=output_endpoint_url,
+        known_processors=_known_processors(settings, known_processors),
+    )
+    options: dict[str, Any] = {"schedule": validate(schedule)} if schedule else {}
+    if profile.to_options():
+        options["profile"] = profile.to_options()
     source = Source(
         name=name,
         url=spec.url,
@@ -110,18 +149,20 @@ def add_source(
         mount=mount,
         include=_compile(include, "include"),
         exclude=_compile(exclude, "exclude"),
-        options={"schedule": validate(schedule)} if schedule else {},
+        options=options,
     )
     check_apart(spec, outputs)  # after the plain validation: those errors are simpler
     with catalog.session() as session:
         if session.scalar(select(Source.id).where(Source.name == name)) is not None:
             raise ConflictError(f"a source named {name!r} already exists")
-        for other in session.scalars(select(Source)):
+        others = list(session.scalars(select(Source)))
+        for other in others:
             a, b = other.mount + "/", mount + "/"
             if a.startswith(b) or b.startswith(a):
                 raise ConflictError(
                     f"mount {mount} overlaps source {other.name!r} mounted at {other.mount}"
                 )
+        _check_outputs(name, spec, profile, others, settings, env)
     if check:
         source_store(source, env).check()
     with catalog.session() as session:
@@ -133,9 +174,157 @@ def add_source(
     return source
 
 
+def _known_processors(
+    settings: Settings | None, known: Iterable[str] | None
+) -> Iterable[str] | None:
+    if known is not None or settings is None:
+        return known
+    from mediamirror.processing.processors import registry
+
+    return list(registry(settings))
+
+
+def _check_outputs(
+    name: str,
+    spec: StoreSpec,
+    profile: Profile,
+    others: Sequence[Source],
+    settings: Settings | None,
+    env: Mapping[str, str],
+) -> None:
+    """The profile's output location against every source (and theirs against this one);
+    without settings, only that its URL can be opened."""
+    if settings is not None:
+        check_profile_outputs(name, spec, profile, others, settings=settings, env=env)
+    elif profile.output_url:
+        parse_spec(profile.output_url, endpoint_url=profile.output_endpoint_url, env=env)
+
+
+def set_source(
+    catalog: Catalog,
+    name: str,
+    *,
+    env: Mapping[str, str],
+    settings: Settings | None = None,
+    known_processors: Iterable[str] | None = None,
+    images: str | None = None,
+    processors: str | Iterable[str] | None = None,
+    output_url: str | None = None,
+    output_layout: str | None = None,
+    output_endpoint_url: str | None = None,
+    include: str | None = None,
+    exclude: str | None = None,
+    schedule: str | None = None,
+) -> tuple[Source, list[str]]:
+    """Change a source's profile, filters or schedule; returns the source as it now is
+    and one ``what: old -> new`` phrase per value that changed.
+
+    None leaves a value as it is; ``""`` clears it (``include``, ``exclude``,
+    ``schedule``, ``output_url``: back to the installation's output store,
+    ``output_endpoint_url``), and ``processors="all"`` (or ``""``) means every processor.
+    Nothing is re-laid or queued here: a changed ``images`` takes effect on the next sync,
+    added processors run with ``postprocess --only-pending`` or ``reprocess``."""
+    from mediamirror.scheduler import validate
+
+    src = get_source(catalog, name)
+    known = _known_processors(settings, known_processors)
+    known = list(known) if known is not None else None
+
+    def change(base: Profile) -> Profile:
+        return validated(
+            base,
+            images=images,
+            processors=processors,
+            output_url=output_url,
+            output_layout=output_layout,
+            output_endpoint_url=output_endpoint_url,
+            known_processors=known,
+        )
+
+    old = profile_of(src)
+    new = change(old)
+    filters = {
+        what: _compile(value or None, what)
+        for what, value in (("include", include), ("exclude", exclude))
+        if value is not None
+    }
+    cron = (validate(schedule) if schedule else "") if schedule is not None else None
+    if _outputs(new) != _outputs(old):
+        _check_outputs(name, spec_of(src), new, list_sources(catalog), settings, env)
+    said = _changed(old, new, src, filters, cron)
+    if said:
+        _write_options(catalog, src.id, change, filters, cron)
+    return get_source(catalog, name), said
+
+
+def _outputs(profile: Profile) -> tuple[Any, ...]:
+    return (profile.output_url, profile.output_layout, profile.output_endpoint_url)
+
+
+def _changed(
+    old: Profile,
+    new: Profile,
+    src: Source,
+    filters: Mapping[str, str | None],
+    cron: str | None,
+) -> list[str]:
+    """``what: old -> new`` for each value that differs."""
+    before, after = old.describe(), new.describe()
+    pairs: list[tuple[str, Any, Any]] = [(k, before[k], after[k]) for k in before]
+    pairs += [(k, getattr(src, k), v) for k, v in filters.items()]
+    if cron is not None:
+        pairs.append(("schedule", (src.options or {}).get("schedule"), cron or None))
+
+    def show(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(value)
+        return "(none)" if value in (None, "") else str(value)
+
+    return [f"{k}: {show(a)} -> {show(b)}" for k, a, b in pairs if a != b]
+
+
+def _write_options(
+    catalog: Catalog,
+    source_id: int,
+    change: Callable[[Profile], Profile],
+    filters: Mapping[str, str | None],
+    cron: str | None,
+) -> None:
+    """Read-modify-write of the source's options in one write transaction (other keys,
+    such as the push token, are kept as another process may have just set them)."""
+    with catalog.write() as conn:
+        query = select(SOURCES.c.options).where(SOURCES.c.id == source_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"source {source_id} was removed meanwhile")
+        options = dict(row.options or {})
+        profile = change(Profile.from_options(options)).to_options()
+        if profile:
+            options["profile"] = profile
+        else:
+            options.pop("profile", None)
+        if cron:
+            options["schedule"] = cron
+        elif cron is not None:
+            options.pop("schedule", None)
+        conn.execute(
+            update(SOURCES).where(SOURCES.c.id == source_id).values(options=options, **filters)
+        )
+
+
 def list_sources(catalog: Catalog) -> list[Source]:
     with catalog.session(write=False) as session:
         return list(session.scalars(select(Source).order_by(Source.name)))
+
+
+def source_profiles(catalog: Catalog) -> dict[int, Profile]:
+    """Every source's profile by source id, read in one query (for a post-processing
+    call that looks at datasets of many sources)."""
+    with catalog.read() as conn:
+        rows = conn.execute(select(SOURCES.c.id, SOURCES.c.options)).all()
+    return {int(r.id): Profile.from_options(r.options) for r in rows}
 
 
 def get_source(catalog: Catalog, name: str) -> Source:
@@ -161,12 +350,18 @@ def sync_source(
     name: str,
     env: Mapping[str, str],
     progress: Callable[[int], None] | None = None,
+    listing: Callable[[str | None], Iterable[list[ObjectInfo]]] | None = None,
 ) -> SyncSummary:
-    """Run one incremental sync of a source."""
+    """Run one incremental sync of a source. ``listing``: pages to merge instead of the
+    store's listing (an inventory report: :mod:`mediamirror.sync.inventory`)."""
     source = get_source(catalog, name)
     try:
         store = source_store(
-            source, env, settings.sync_page_size, StoreTimeouts.from_settings(settings)
+            source,
+            env,
+            settings.sync_page_size,
+            StoreTimeouts.from_settings(settings),
+            settings=settings,
         )
     except MediamirrorError as exc:
         # E.g. a credential variable missing: record it where people look for sync runs.
@@ -177,9 +372,14 @@ def sync_source(
         source,
         store,
         large_image_bytes=settings.large_image_bytes,
+        images=profile_of(source).images,
         lease_seconds=settings.sync_lease_seconds,
         progress=progress,
+        listing=listing,
+        list_width=settings.sync_list_width,
     )
+    if source.kind == "feed":  # it walks every page before it lists one: renew the lease
+        store.set_keepalive(engine._renew)
     try:
         with log_context(source=name):
             return engine.run()

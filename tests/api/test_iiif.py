@@ -370,5 +370,6 @@ def test_a_stalled_pyramid_download_does_not_hold_up_other_images(
 
         assert tile_level(web, other) == pytest.approx(200, abs=1)
         assert waiting.is_alive() and not answers, "the first download is still stalled"
+        proxy.close()  # the stalled download ends, so the server stops without waiting on it
     waiting.join(120)
     assert not waiting.is_alive()

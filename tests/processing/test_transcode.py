@@ -31,6 +31,8 @@ from mediamirror.processing.transcode import (
     transcode_video,
 )
 
+from .conftest import H264, ffmpeg, lavfi
+
 FAST = "ultrafast"
 
 
@@ -347,10 +349,14 @@ def test_failed_remux_falls_back_to_transcode(tmp_path: Path) -> None:
     assert probe(out).codec == "h264"
 
 
-def test_progress_is_monotonic_and_ends_at_100(h264_faststart: Path, tmp_path: Path) -> None:
-    plan = dataclasses.replace(plan_video(probe(h264_faststart), -1), action="transcode")
+def test_progress_is_monotonic_and_ends_at_100(tmp_path: Path) -> None:
+    # 240 small frames: several times the encoder's look-ahead (60 frames at veryslow),
+    # so output, and progress, comes out before the final flush even on a busy machine.
+    clip = tmp_path / "long.mp4"
+    ffmpeg(*lavfi("testsrc2=size=160x120:rate=25:d=9.6"), *H264, str(clip))
+    plan = dataclasses.replace(plan_video(probe(clip), -1), action="transcode")
     cmd = build_ffmpeg_command(
-        str(h264_faststart),
+        str(clip),
         str(tmp_path / "o.mp4"),
         plan,
         ffmpeg_exe(),

@@ -44,7 +44,10 @@ def start_time(pid: int) -> str | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its end.
-    return stat[stat.rindex(")") + 2 :].split()[19]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in {"Z", "X"}:
+        return None  # it has exited; only its parent has not collected it yet (a zombie)
+    return fields[19]
 
 
 _MACHINE = _machine()

@@ -1,8 +1,9 @@
 """Push endpoints for bucket notifications, the events log, and the background consumers.
 
-``POST /api/v1/bucket_notifications/s3`` takes S3 event JSON, MinIO webhook bodies and
-SNS envelopes (told apart by their shape; ``/minio`` and ``/sns`` are the same endpoint
-under names that read well in a bucket's configuration). ``POST
+``POST /api/v1/bucket_notifications/s3`` takes S3 event JSON, MinIO webhook bodies, SNS
+envelopes and Amazon EventBridge events (told apart by their shape; ``/minio``, ``/sns``
+and ``/eventbridge`` are the same endpoint under names that read well in a bucket's or an
+API destination's configuration). ``POST
 /api/v1/bucket_notifications/gcs`` takes Google Cloud Storage notifications from a
 Pub/Sub push subscription. Each needs the push token of a source (``?token=``,
 ``X-Mediamirror-Token`` or ``Authorization: Bearer``). Events are applied before the
@@ -26,8 +27,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from mediamirror.catalog.singleton import Singleton
 from mediamirror.errors import MediamirrorError
-from mediamirror.events import gcs, record, s3, sns
+from mediamirror.events import eventbridge, gcs, record, s3, sns
 from mediamirror.events.apply import EventApplier, Result, applier_for
 from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
 from mediamirror.events.routing import PUSH_PREFIX, Route
@@ -37,7 +39,8 @@ from mediamirror.web.deps import Offset, Svc, Viewer
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)
 TOKEN_HEADER = "x-mediamirror-token"
-S3_PATHS = ("s3", "minio", "sns")
+S3_PATHS = ("s3", "minio", "sns", "eventbridge")
+SQS_LEASE = "sqs-consumer"
 
 
 # -- reading a delivery ------------------------------------------------------------------------
@@ -181,6 +184,8 @@ def _handle_s3(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
             record.record(applier.catalog, results)
             return results
         events = sns.unwrap(doc, "sns")
+    elif eventbridge.is_event(doc):  # an EventBridge API destination
+        events = eventbridge.parse(doc)
     else:
         channel = "minio" if isinstance(doc, dict) and "EventName" in doc else "s3"
         events = s3.parse(doc, channel)
@@ -194,8 +199,8 @@ def _s3_endpoint(name: str) -> Callable[..., Any]:
     receive.__name__ = f"bucket_notifications_{name}"
     receive.__doc__ = (
         "S3 event notifications: AWS S3 or any S3-compatible store, MinIO webhook bodies, "
-        "SNS HTTP(S) subscriptions (signature checked, subscription confirmed). Needs the "
-        "source's push token."
+        "SNS HTTP(S) subscriptions (signature checked, subscription confirmed), Amazon "
+        "EventBridge events (an API destination). Needs the source's push token."
     )
     return receive
 
@@ -276,15 +281,23 @@ class Consumers:
             # The API keeps serving; the log says in one line why no queue is consumed.
             log.error("SQS consumers not started: %s", exc)
             self.consumers = []
+        # One process at a time polls the queues (the lease ``sqs-consumer``): with
+        # several service processes on one catalog, another takes over when it dies.
+        self.role = (
+            Singleton(services.catalog, SQS_LEASE, stop=self.stop) if self.consumers else None
+        )
         self.thread = threading.Thread(target=self._run, name="mediamirror-events", daemon=True)
 
     def _run(self) -> None:
+        active = self.role.held if self.role is not None else None
         pollers = [
             threading.Thread(
-                target=c.run, args=(self.stop,), name=f"mediamirror-sqs-{i}", daemon=True
+                target=c.run, args=(self.stop, active), name=f"mediamirror-sqs-{i}", daemon=True
             )
             for i, c in enumerate(self.consumers)
         ]
+        if self.role is not None:
+            self.role.thread.start()
         for poller in pollers:
             poller.start()
         while not self.stop.wait(0.5):
@@ -294,6 +307,8 @@ class Consumers:
                 log.exception("events background work failed; retrying")
         # Pollers stop at the end of their current long poll; messages they received but
         # did not apply become visible again in the queue.
+        if self.role is not None:
+            self.role.thread.join(timeout=10)  # it releases the lease on its way out
 
 
 def start_consumers(services: Services) -> Consumers:

@@ -27,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.exc import DBAPIError
 
+from mediamirror.catalog import retry
 from mediamirror.catalog.leases import owner_is_dead
 from mediamirror.catalog.meta import clear_marks
 from mediamirror.catalog.models import FOLDERS, ITEMS, LEASES, Source, utcnow
@@ -41,6 +42,7 @@ from mediamirror.events.sns import SnsVerifier
 from mediamirror.jobs.queue import JobSpec, enqueue
 from mediamirror.processing.processors import for_dataset
 from mediamirror.processing.processors.base import Dataset, ItemRef
+from mediamirror.profiles import Profile, profile_of
 from mediamirror.services import Services
 from mediamirror.stores import ObjectInfo, open_store
 from mediamirror.stores import ReadOnlyStore as _ReadOnly
@@ -106,6 +108,7 @@ def _fingerprint(source: Source) -> tuple[Any, ...]:
         source.mount,
         source.include,
         source.exclude,
+        profile_of(source),  # its images mode decides where event keys are placed
     )
 
 
@@ -128,6 +131,7 @@ class _Runtime:
             route.source,
             _ReadOnly(self.store),
             large_image_bytes=services.settings.large_image_bytes,
+            images=profile_of(route.source).images,
         )
         self.lock = threading.Lock()
 
@@ -176,6 +180,12 @@ def _verdict(
     # that wrote the row (two deliveries racing), or the sequencers are not comparable
     # (a new lifetime, or a bogus number): a fresh read tells which.
     return READ_AGAIN if may_read_again else None
+
+
+def _key_lock(source_id: int, key: str) -> int:
+    """A signed 64-bit number naming one key of one source, for an advisory lock."""
+    digest = hashlib.blake2b(f"{source_id}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _change(before: tuple[int, int, int], after: tuple[int, int, int], found: bool) -> str:
@@ -274,6 +284,10 @@ class EventApplier:
             ITEMS.c.source_id == source_id, ITEMS.c.key == key
         )
         if conn.dialect.name == "postgresql":
+            # A key not in the catalog yet has no row to lock: two service processes
+            # given the same event would both find nothing and both apply it. A lock on
+            # the key itself (held until commit) makes the second one see the first's row.
+            conn.execute(select(func.pg_advisory_xact_lock(_key_lock(source_id, key))))
             query = query.with_for_update()
         return conn.execute(query).first()
 
@@ -300,9 +314,11 @@ class EventApplier:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 return self._write(rt, ev, seq, info, may_read_again)
-            except IntegrityError as exc:
-                # Another process created the same folder or item at the same moment:
-                # the next attempt finds it.
+            except DBAPIError as exc:
+                # Another process created the same folder or item at the same moment (the
+                # next attempt finds it), or PostgreSQL broke a lock cycle with it.
+                if not retry.transient(exc):
+                    raise
                 if attempt == _ATTEMPTS:
                     raise CatalogError(f"cannot apply the event: {exc.orig}") from exc
         raise AssertionError("unreachable")
@@ -355,7 +371,7 @@ class EventApplier:
             if dataset.path in self._settling:
                 result.detail = f"{result.detail}; post-processing after the sequence settles"
         if todo is not None:
-            result.jobs = self._enqueue(todo)
+            result.jobs = self._enqueue(todo, profile_of(source))
             result.queued_for = todo.id
         return result
 
@@ -404,13 +420,14 @@ class EventApplier:
         items = [ItemRef(r.id, r.key, r.name, r.size, r.etag) for r in rows]
         return Dataset(dataset.id, dataset.path, None, meta, items)
 
-    def _enqueue(self, dataset: Dataset) -> list[int]:
-        """Queue the dataset's processors at its current input version (as
-        ``postprocess`` does); a job already queued or running for it is kept."""
+    def _enqueue(self, dataset: Dataset, profile: Profile | None = None) -> list[int]:
+        """Queue the dataset's processors that its source's ``profile`` lets run, at its
+        current input version (as ``postprocess`` does); a job already queued or running
+        for it is kept."""
         settings = self.services.settings
         specs = [
             JobSpec(proc.name, "folder", dataset.id, proc.input_version(dataset))
-            for proc in for_dataset(settings, dataset)
+            for proc in for_dataset(settings, dataset, profile=profile)
             if proc.inputs(dataset)
         ]
         return enqueue(self.catalog, specs, self.services.retry_policy)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mediamirror.errors import ConfigError
-from mediamirror.events import s3
+from mediamirror.events import eventbridge, s3
 from mediamirror.events.model import Action, EventRejected, ObjectEvent
 
 TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
@@ -150,6 +150,8 @@ def unwrap(body: dict[str, Any], channel: str = "sns") -> list[ObjectEvent]:
         raise EventRejected("the SNS Message is not JSON (or is nested too deeply)") from None
     if isinstance(inner, dict) and s3.is_test(inner):
         return [s3.test_event(inner, channel)]
+    if eventbridge.is_event(inner):  # an EventBridge rule targeting the topic
+        return eventbridge.parse(inner, channel)
     return s3.parse(inner, channel)
 
 

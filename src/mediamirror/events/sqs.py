@@ -1,5 +1,7 @@
 """An SQS consumer: long-polls a queue receiving S3 event notifications (sent by the bucket
-directly, or through an SNS topic the queue subscribes to) and applies them.
+directly, through an SNS topic the queue subscribes to, or by an EventBridge rule) and
+applies them. With several service processes on one catalog, one of them polls (the
+lease ``sqs-consumer``; see :mod:`mediamirror.catalog.singleton`).
 
 A message is deleted only after its events were applied (or recorded as ``duplicate``,
 ``stale``, ``ignored`` or ``test``); when the store could not be read it stays in the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mediamirror.config import Settings
 from mediamirror.errors import ConfigError, StoreError
-from mediamirror.events import s3, sns
+from mediamirror.events import eventbridge, s3, sns
 from mediamirror.events.apply import EventApplier
 from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
 from mediamirror.events.record import record_rejection
@@ -105,6 +107,8 @@ def parse_message(body: str) -> list[ObjectEvent]:
         if doc.get("Type") != "Notification":
             return [sns.control_event(doc, CHANNEL)]
         return sns.unwrap(doc, CHANNEL)
+    if eventbridge.is_event(doc):  # an EventBridge rule targeting the queue
+        return eventbridge.parse(doc, CHANNEL)
     return s3.parse(doc, CHANNEL)
 
 
@@ -211,10 +215,15 @@ class SqsConsumer:
             for failed in resp.get("Failed", []):
                 log.warning("SQS kept message %s: %s", failed.get("Id"), failed.get("Message"))
 
-    def run(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set; back off while the queue cannot be reached."""
+    def run(self, stop: threading.Event, active: Callable[[], bool] | None = None) -> None:
+        """Poll until ``stop`` is set; back off while the queue cannot be reached.
+        ``active`` (when given) says whether this process may poll now: only the
+        holder of the SQS consumer lease does, so one consumer runs across processes."""
         failures = 0
         while not stop.is_set():
+            if active is not None and not active():
+                stop.wait(1.0)
+                continue
             try:
                 self.poll_once(stop=stop)
                 failures = 0

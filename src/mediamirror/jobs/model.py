@@ -21,6 +21,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_claim", "state", "run_after", "priority", "id"),
         Index("ix_jobs_target", "target_type", "target_id"),
+        Index("ix_jobs_next", "state", "priority", "id"),  # celery executor's dispatch
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -48,6 +49,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Celery executor: when the job's id was last sent to the broker (NULL: not sent since
+    # it was queued). See mediamirror.jobs.dispatch.
+    dispatched_at: Mapped[datetime | None]
 
 
 JOBS = cast(Table, Job.__table__)

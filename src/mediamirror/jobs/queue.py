@@ -407,6 +407,7 @@ def retry(catalog: Catalog, job_id: int) -> None:
                 started_at=None,
                 finished_at=None,
                 worker=None,
+                dispatched_at=None,  # celery executor: send it again at once
             )
         )
 

@@ -20,6 +20,7 @@ from email.utils import formatdate, make_msgid
 from mediamirror.errors import DeliveryError
 from mediamirror.notify.config import EmailConfig
 from mediamirror.notify.message import Message
+from mediamirror.notify.recipients import address, merged
 
 
 class EmailChannel:
@@ -41,7 +42,7 @@ class EmailChannel:
                 # Some recipients refused, others accepted: delivered (a retry would send
                 # the others a second copy); the server's log names the refused ones.
                 smtp.send_message(
-                    msg, from_addr=self.config.from_addr, to_addrs=self.config.to_addrs
+                    msg, from_addr=self.config.from_addr, to_addrs=self._recipients(m)
                 )
             except smtplib.SMTPRecipientsRefused as exc:
                 raise DeliveryError(
@@ -49,6 +50,11 @@ class EmailChannel:
                 ) from None
             except smtplib.SMTPResponseException as exc:
                 raise _reply_error(f"SMTP {self.where} refused the message", exc) from None
+
+    def _recipients(self, m: Message) -> list[str]:
+        """``to_addrs`` plus the message's own recipients (a dataset's ``notify``
+        address), each once: one email for everyone, never a second copy."""
+        return merged(self.config.to_addrs, (a for a in m.recipients if address(a)))
 
     def check(self) -> str:
         """Connect, EHLO, STARTTLS and log in as configured, without sending a message."""
@@ -59,7 +65,7 @@ class EmailChannel:
         msg = EmailMessage()
         msg["Subject"] = m.subject
         msg["From"] = self.config.from_addr
-        msg["To"] = ", ".join(self.config.to_addrs)
+        msg["To"] = ", ".join(self._recipients(m))
         msg["Date"] = formatdate(localtime=True)
         domain = self.config.from_addr.rpartition("@")[2] or None
         msg["Message-ID"] = make_msgid("mediamirror", domain=domain)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mediamirror.notify.recipients import META_KEY, address
+
 PREFIX = "[mediamirror]"
 #: Where the service answers when ``public_url`` is not set (the setting's documented default).
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -35,6 +37,9 @@ class Message:
     text: str
     html: str
     payload: dict[str, Any] = field(default_factory=dict)
+    #: Addresses the email also goes to, besides ``to_addrs``: the dataset's own
+    #: ``notify`` address (notify/recipients.py). Never set on a digest.
+    recipients: tuple[str, ...] = ()
 
 
 # -- small formatters --------------------------------------------------------------------------
@@ -293,8 +298,13 @@ def single(n: Notification, public_url: str | None) -> Message:
     body = payload(n, public_url)
     title = subject(n)
     body["subject"] = title
+    extra = address(_facts(n).get(META_KEY))
     return Message(
-        title, _text(headline, rows, log, link_map), _html(headline, rows, log, link_map), body
+        title,
+        _text(headline, rows, log, link_map),
+        _html(headline, rows, log, link_map),
+        body,
+        recipients=(extra,) if extra else (),
     )
 
 

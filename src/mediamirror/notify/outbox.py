@@ -9,6 +9,7 @@ into ``facts``, so the sender composes it without another query.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES, utcnow
 from mediamirror.notify.model import NOTIFICATIONS
+from mediamirror.notify.recipients import META_KEY, dataset_recipient
 from mediamirror.redact import redact
 
 #: Lines of a failed job's log a message quotes.
@@ -112,8 +114,13 @@ def job_failed(conn: Connection, job: Any, reason: str | None, log_tail: str | N
         "target": f"{job.target_type}:{job.target_id}",
         "source": _source_name(conn, folder.source_id if folder is not None else None),
     }
+    if dataset_recipient(meta):  # a feed record's notify: address (notify/recipients.py)
+        facts[META_KEY] = dataset_recipient(meta)
     # One per run of the job: `jobs retry` starts a new run (a new started_at).
     started = job.started_at.isoformat() if job.started_at is not None else "-"
+    dedupe_key = f"job.failed:{job.id}:{started}"
+    if folder is not None:
+        dedupe_key = _original_failure(folder.id, meta, facts["reason"]) or dedupe_key
     record(
         conn,
         "job.failed",
@@ -122,8 +129,19 @@ def job_failed(conn: Connection, job: Any, reason: str | None, log_tail: str | N
         source_id=folder.source_id if folder is not None else None,
         folder_id=folder.id if folder is not None else None,
         job_id=job.id,
-        dedupe_key=f"job.failed:{job.id}:{started}",
+        dedupe_key=dedupe_key,
     )
+
+
+def _original_failure(folder_id: int, meta: Mapping[str, Any], reason: str) -> str | None:
+    """One key for every job of a dataset that failed because its feed record's file could
+    not be downloaded (processing/originals.py records ``original_failed``): the video
+    processor and each command need that file, and the same failure is told once."""
+    failed = meta.get("original_failed")
+    if not isinstance(failed, Mapping) or failed.get("reason") != reason:
+        return None
+    digest = hashlib.sha1(reason.encode(), usedforsecurity=False).hexdigest()[:12]
+    return f"job.failed:original:{folder_id}:{failed.get('version')}:{digest}"
 
 
 def dataset_ready(
@@ -142,6 +160,8 @@ def dataset_ready(
         seconds=seconds,
         source=_source_name(conn, row.source_id),
     )
+    if dataset_recipient(meta):  # a feed record's notify: address (notify/recipients.py)
+        facts[META_KEY] = dataset_recipient(meta)
     record(
         conn,
         "dataset.ready",

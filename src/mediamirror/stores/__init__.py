@@ -2,12 +2,14 @@
 
 URLs: ``s3://bucket/prefix`` (AWS S3, MinIO, DigitalOcean Spaces, any S3 API),
 ``gs://bucket/prefix`` (Google Cloud Storage through its S3-interoperable endpoint with
-HMAC keys) and ``file:///path``. Credentials are *references*: names of environment
+HMAC keys), ``file:///path`` and ``feed://NAME`` (a GraphQL CMS declared under ``feeds:``
+in config.yaml: stores/feed.py). Credentials are *references*: names of environment
 variables or of an AWS profile, resolved only when the store is opened.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,8 @@ class StoreSpec:
     def url(self) -> str:
         if self.kind == "local":
             return f"file://{self.prefix}"
+        if self.kind == "feed":
+            return f"feed://{self.bucket}"
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
 
 
@@ -146,6 +150,8 @@ def parse_spec(
     what is wrong instead of failing on a malformed URL deep inside a backend."""
     env = env or {}
     _printable("store URL", url)
+    if url.lower().startswith("feed:"):
+        return _feed_spec(url, preset, endpoint_url, region, profile, addressing)
     try:
         scheme, bucket, prefix = _split_url(url)
     except ValueError as exc:  # urlsplit: "Invalid IPv6 URL", a bad port...
@@ -198,6 +204,45 @@ def parse_spec(
     )
 
 
+_FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _feed_spec(url: str, *options: str | None) -> StoreSpec:
+    """``feed://NAME``: the ``feeds: NAME:`` block of config.yaml (stores/feed.py)."""
+    if not url.startswith("feed://"):
+        raise ConfigError(f"feed URL {url!r} must look like feed://NAME")
+    name = url[len("feed://") :].rstrip("/")
+    if not _FEED_NAME.match(name):
+        raise ConfigError(
+            f"feed URL {url!r} must be feed://NAME, NAME a block of 'feeds:' in config.yaml"
+        )
+    if any(options):
+        raise ConfigError("a feed:// source takes no store options: its feeds: block has them")
+    return StoreSpec(kind="feed", scheme="feed", bucket=name, prefix="")
+
+
+def _open_feed(
+    spec: StoreSpec,
+    env: Mapping[str, str],
+    page_size: int,
+    timeouts: StoreTimeouts | None,
+    feeds: Any,
+    lookup: Any,
+    max_bytes: int | None,
+) -> Any:
+    from mediamirror.stores.feed import FeedStore
+    from mediamirror.stores.feed_config import feed_config
+
+    return FeedStore(
+        feed_config(spec.bucket, feeds),
+        env=env,
+        timeouts=timeouts,
+        page_size=page_size,
+        lookup=lookup,
+        max_bytes=max_bytes,
+    )
+
+
 def _secret(env: Mapping[str, str], name: str | None, what: str) -> str | None:
     if not name:
         return None
@@ -214,8 +259,17 @@ def open_store(
     *,
     page_size: int = 1000,
     timeouts: StoreTimeouts | None = None,
+    feeds: Any = None,
+    lookup: Any = None,
+    max_bytes: int | None = None,
 ) -> Any:
-    """Open the store a spec describes, reading credential references from ``env``."""
+    """Open the store a spec describes, reading credential references from ``env``.
+
+    A ``feed://NAME`` store takes its block from ``feeds`` (the ``feeds:`` section), else
+    from the one the loaded settings registered; ``lookup`` finds a record's URL in the
+    catalog at job time and ``max_bytes`` caps its downloads (stores/feed.py)."""
+    if spec.kind == "feed":
+        return _open_feed(spec, env, page_size, timeouts, feeds, lookup, max_bytes)
     # Backends are imported here: boto3 alone costs half a second of start-up.
     if spec.kind == "local":
         from mediamirror.stores.local import LocalStore
@@ -263,6 +317,11 @@ class ReadOnlyStore:
     def list_pages(self, start_after: str | None = None) -> Any:
         return self._inner.list_pages(start_after)
 
+    def range_lister(self) -> Any:
+        """The store's listings by key range and folder (S3 stores: ``list_range``,
+        ``list_folders``; read-only) for parallel listing, else None."""
+        return self._inner if hasattr(self._inner, "list_range") else None
+
     def head(self, key: str) -> ObjectInfo:
         info: ObjectInfo = self._inner.head(key)
         return info
@@ -270,8 +329,20 @@ class ReadOnlyStore:
     def read_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
         return bytes(self._inner.read_range(key, start, length, etag))
 
-    def download(self, key: str, dest: Path) -> None:
-        self._inner.download(key, dest)
+    def download(self, key: str, dest: Path, **options: Any) -> None:
+        """``options`` (progress, check) are for stores that take them (feeds)."""
+        self._inner.download(key, dest, **options)
+
+    def set_keepalive(self, keepalive: Any) -> None:
+        """Called between the pages of a feed's walk (a sync renews its lease there)."""
+        if hasattr(self._inner, "keepalive"):
+            self._inner.keepalive = keepalive
+
+    @property
+    def warning(self) -> str | None:
+        """One line about records the last listing skipped (feeds), else None."""
+        warning: str | None = getattr(self._inner, "warning", None)
+        return warning
 
     def locate(self, key: str) -> tuple[str, str]:
         """How to serve an object: ("file", local path) or ("url", presigned URL)."""

@@ -9,10 +9,10 @@ never URL-encoded, and listings come back in UTF-8 byte order, page by page.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,9 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime  # timezone-aware, UTC
+    #: What a feed record adds to its dataset's metadata (cms_id, cms_version, source_url,
+    #: mapped fields, notify); None for bucket objects. Not compared: the etag says it all.
+    meta: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @runtime_checkable

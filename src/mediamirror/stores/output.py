@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mediamirror.errors import ConfigError
+from mediamirror.errors import ConfigError, ConflictError
 from mediamirror.paths import check_relpath
+from mediamirror.profiles import Profile, profile_of
 from mediamirror.stores import StoreSpec, open_store, parse_spec
 from mediamirror.stores.timeouts import StoreTimeouts
 
@@ -107,6 +108,80 @@ def check_apart(source: StoreSpec, derived: Iterable[StoreSpec]) -> None:
             raise ConfigError(
                 f"output store {spec.url} overlaps the source {source.url}: "
                 "sources are read-only, choose another bucket or prefix"
+            )
+
+
+# -- per-source outputs (profiles) -----------------------------------------------------------------
+
+
+def profile_output_spec(profile: Profile, settings: Settings, env: Mapping[str, str]) -> StoreSpec:
+    """Where a source with this profile writes its derived files: the profile's output URL
+    (with its endpoint, else the installation's ``output_endpoint_url``), else the
+    installation's output store."""
+    endpoint = profile.output_endpoint_url or settings.output_endpoint_url or None
+    return parse_spec(profile.output_url or settings.output_url, endpoint_url=endpoint, env=env)
+
+
+def check_profile_outputs(
+    name: str,
+    spec: StoreSpec,
+    profile: Profile,
+    others: Iterable[Any],
+    *,
+    settings: Settings,
+    env: Mapping[str, str],
+) -> None:
+    """Refuse a source (new, or with a changed store or profile) whose outputs would land
+    in a source or mix with another source's outputs. One line, naming the other source.
+
+    ``name``, ``spec`` and ``profile``: the source as it would be; ``others``: the
+    catalog's sources (rows with ``name``, ``options`` and the store columns, e.g.
+    :func:`mediamirror.sources.list_sources`); a row named ``name`` is skipped, so the
+    source being edited may be among them. Refused, with :class:`ConfigError`:
+
+    - its output location overlapping any source, its own included;
+    - its store overlapping another source's output location (the installation's derived
+      stores are :func:`check_apart`'s);
+    - a ``mirror`` layout whose output overlaps the installation's output or results
+      stores: mirror names are the source's own keys, so they could be any catalog name.
+
+    and with :class:`ConflictError`: its output location overlapping another source's when
+    either of the two uses the ``mirror`` layout (two ``catalog`` layouts never share a
+    name: pyramids are named after the source, everything else after its mount)."""
+    from mediamirror.sources import spec_of  # sources imports this module
+
+    out = profile_output_spec(profile, settings, env)
+    rows = [o for o in others if o.name != name]
+    for other in [spec, *(spec_of(o) for o in rows)]:
+        if overlaps(out, other):
+            raise ConfigError(
+                f"output store {out.url} overlaps the source {other.url}: "
+                "sources are read-only, choose another bucket or prefix"
+            )
+    if profile.output_layout == "mirror":
+        for derived in derived_specs(settings, env):
+            if overlaps(out, derived):
+                raise ConfigError(
+                    f"mirror-layout output {out.url} overlaps the installation's store "
+                    f"{derived.url}: give the source an output location of its own (--output)"
+                )
+    for row in rows:
+        theirs = profile_of(row)
+        try:
+            their_out = profile_output_spec(theirs, settings, env)
+        except ConfigError:
+            continue  # a profile broken since: it fails where it is used, with its message
+        if overlaps(spec, their_out):
+            raise ConfigError(
+                f"the outputs of source {row.name!r} ({their_out.url}) overlap the source "
+                f"{spec.url}: sources are read-only, choose another bucket or prefix"
+            )
+        mirror = "mirror" in (profile.output_layout, theirs.output_layout)
+        if mirror and overlaps(out, their_out):
+            raise ConflictError(
+                f"output {out.url} ({profile.output_layout} layout) would mix with the "
+                f"outputs of source {row.name!r} at {their_out.url} ({theirs.output_layout} "
+                "layout): choose another output location"
             )
 
 

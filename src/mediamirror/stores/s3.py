@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from datetime import UTC
@@ -186,6 +187,34 @@ class S3Store:
                 ]
         except (BotoCoreError, ClientError) as exc:
             self._fail(exc, "list")
+
+    # -- listings by key range and by folder (sync/parallel.py) ------------------------------
+
+    def list_range(
+        self, prefix: str, after: str | None, upto: str | None
+    ) -> Iterator[list[ObjectInfo]]:
+        """The keys under ``prefix`` with ``after < key <= upto`` (None: no bound), page by
+        page in key order. The last page is cut at ``upto``."""
+        for page in self.list_pages_under(prefix, after):
+            if upto is not None and page and page[-1].key > upto:
+                yield [o for o in page if o.key <= upto]
+                return
+            yield page
+
+    def list_folders(self, prefix: str, max_pages: int) -> list[str]:
+        """The sub-folders (common prefixes ending in ``/``) of ``prefix``, in key order,
+        from at most ``max_pages`` delimiter listing pages (the first ones)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": 1000}
+        )
+        folders: list[str] = []
+        try:
+            for page in itertools.islice(pages, max_pages):
+                folders += [p["Prefix"] for p in page.get("CommonPrefixes", ())]
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "list")
+        return folders
 
     def head(self, key: str) -> ObjectInfo:
         try:

@@ -25,21 +25,28 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mediamirror import interrupt
-from mediamirror.catalog import leases
+from mediamirror.catalog import leases, retry
 from mediamirror.catalog.bulk import insert_items
 from mediamirror.catalog.db import Catalog
-from mediamirror.catalog.models import FOLDERS, ITEMS, SYNC_RUNS, Source, utcnow
+from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES, SYNC_RUNS, Source, utcnow
 from mediamirror.errors import SyncError
 from mediamirror.notify import outbox
+from mediamirror.profiles import profile_of
 from mediamirror.stores.base import ObjectInfo, Store
+from mediamirror.sync import feed_meta
 from mediamirror.sync.layout import (
+    AUTO,
+    BY_PIXELS,
     SIDECAR_EXTENSIONS,
+    DatasetType,
     Layout,
     Placement,
     dataset_metadata,
     extension,
     group_prefix,
+    is_raster,
 )
+from mediamirror.sync.parallel import parallel_pages, range_store
 
 RUNS = SYNC_RUNS
 log = logging.getLogger(__name__)
@@ -68,6 +75,9 @@ class SyncSummary:
     deleted: int = 0
     unchanged: int = 0
     skipped: int = 0
+    #: Unchanged keys moved to another folder because the source's images mode changed
+    #: (counted in ``unchanged`` too: the objects did not change).
+    relaid: int = 0
     seconds: float = 0.0
     run_id: int | None = None
 
@@ -77,9 +87,10 @@ class SyncSummary:
 
     def line(self) -> str:
         rate = self.listed / self.seconds if self.seconds > 0 else 0.0
+        relaid = f" ({self.relaid} re-laid)" if self.relaid else ""
         return (
             f"{self.source}: {self.added} added, {self.changed} changed, "
-            f"{self.deleted} deleted, {self.unchanged} unchanged "
+            f"{self.deleted} deleted, {self.unchanged} unchanged{relaid} "
             f"in {self.seconds:.2f} s ({rate:,.0f} keys/s)"
         )
 
@@ -159,13 +170,31 @@ class SyncEngine:
         store: Store,
         *,
         large_image_bytes: int,
+        images: str | None = None,
         lease_seconds: float = 60.0,
         progress: Callable[[int], None] | None = None,
+        listing: Callable[[str | None], Iterable[list[ObjectInfo]]] | None = None,
+        list_width: int = 1,
     ) -> None:
+        """``images``: the source's images mode (default: from its profile).
+
+        ``listing``: lists the store instead of ``store.list_pages`` (an inventory report,
+        say), given the key to start after (None: from the first key). It must yield keys
+        in UTF-8 byte order, page by page, like ``list_pages``; its pages are fetched ahead
+        in a thread.
+
+        ``list_width``: concurrent listing requests where the store lists by key range
+        (S3 stores; see :mod:`mediamirror.sync.parallel`); 1 lists sequentially."""
         self.catalog = catalog
         self.source = source
         self.store = store
-        self.layout = Layout(store.prefix, store.object_url, large_image_bytes)
+        self.listing = listing
+        self.list_width = list_width
+        self.images = images or profile_of(source).images
+        self.layout = Layout(store.prefix, store.object_url, large_image_bytes, self.images)
+        #: Place unchanged raster images again: the catalog was laid out with another
+        #: images mode (decided by :meth:`run`; events never re-lay).
+        self.relay = False
         self.lease_seconds = lease_seconds
         self.progress = progress
         self.include = re.compile(source.include) if source.include else None
@@ -191,6 +220,7 @@ class SyncEngine:
                 # Checked inside the run so that a store gone missing is recorded as a
                 # failed run, visible in `source show`.
                 self.store.check()
+                self.relay = laid_out_images(self.source) != self.images
                 last = self._merge_listing()
                 self._delete_tail(last)
             except BaseException as exc:
@@ -198,7 +228,8 @@ class SyncEngine:
                 self._end_run("error", _one_line(exc))
                 raise
             self.summary.seconds = time.monotonic() - started
-            self._end_run("success", None)
+            # A feed's one line about records it skipped (no id or url), else None.
+            self._end_run("success", getattr(self.store, "warning", None))
             log.info("%s", self.summary.line())
         finally:
             leases.release(self.catalog, self._lease, self._owner)
@@ -243,7 +274,7 @@ class SyncEngine:
                     unchanged=s.unchanged,
                 )
             )
-            counts = {
+            counts: dict[str, Any] = {
                 "listed": s.listed,
                 "added": s.added,
                 "changed": s.changed,
@@ -251,6 +282,11 @@ class SyncEngine:
                 "unchanged": s.unchanged,
                 "seconds": s.seconds,
             }
+            if s.relaid:
+                counts["relaid"] = s.relaid
+            if state == "success" and self.relay:
+                # Every key was placed under this mode: the next sync has nothing to re-lay.
+                _record_laid_out(conn, self.source.id, self.images)
             if s.run_id is not None:
                 outbox.sync_ended(
                     conn, s.run_id, self.source.id, state=state, error=error, counts=counts
@@ -279,6 +315,11 @@ class SyncEngine:
         A local walk is CPU work: in a second thread it would only fight the writer for
         the GIL (each SQLite step releases it), so it runs inline.
         """
+        if self.listing is not None:
+            return prefetch(self.listing(None))
+        ranged = range_store(self.store) if self.list_width > 1 else None
+        if ranged is not None:  # same pages in the same order, fetched by several requests
+            return prefetch(parallel_pages(ranged, self.list_width))
         pages = self.store.list_pages()
         return prefetch(pages) if getattr(self.store, "network", True) else pages
 
@@ -291,8 +332,7 @@ class SyncEngine:
                     raise SyncError(f"the store listed {b.key!r} after {a.key!r}: not sorted")
             if last is not None and chunk[0].key <= last:
                 raise SyncError(f"the store listed {chunk[0].key!r} again: not sorted")
-            with self._transaction() as conn:
-                self._apply(conn, chunk, last)
+            self._write_page(chunk, last)
             last = chunk[-1].key
             self.summary.listed += len(chunk)
             log.debug("%s: %d keys written up to %r", self.source.name, len(chunk), last)
@@ -300,6 +340,23 @@ class SyncEngine:
                 self.progress(self.summary.listed)
             self._renew()
         return last
+
+    def _write_page(self, chunk: list[ObjectInfo], last: str | None) -> None:
+        """One page in one transaction, written again (read afresh) when it failed only
+        because another writer ran at the same moment: a sync of another source creating
+        the same ancestor folder of its mount, or a lock cycle PostgreSQL broke
+        (:mod:`mediamirror.catalog.retry`)."""
+        for attempt in range(1, retry.ATTEMPTS + 1):
+            try:
+                with self._transaction() as conn:
+                    self._apply(conn, chunk, last)
+                return
+            except Exception as exc:
+                self.folders.ids.clear()  # ids cached in the rolled-back transaction
+                if attempt == retry.ATTEMPTS or not retry.transient(exc):
+                    raise
+                name = type(exc).__name__
+                log.info("%s: page after %r written again (%s)", self.source.name, last, name)
 
     # -- one chunk -----------------------------------------------------------------------
 
@@ -355,11 +412,55 @@ class SyncEngine:
         fresh, changed, sidecars = self._diff(objs, existing)
         listed = {o.key for o in objs}
         gone = [r for k, r in existing.items() if k not in listed and r.state == "present"]
+        relay = self._relay_candidates(objs, existing, changed) if self.relay else []
+        if conn.dialect.name == "postgresql" and (changed or gone):
+            # Items before folders, as an event's transaction takes them (its item first):
+            # two writers on one dataset then wait for each other instead of deadlocking.
+            ids = sorted([row.id for _, row in changed] + [row.id for row in gone])
+            locked = select(ITEMS.c.id).where(ITEMS.c.id.in_(ids)).order_by(ITEMS.c.id)
+            conn.execute(locked.with_for_update())
 
-        if fresh or changed or sidecars or markers:
-            self._write(conn, objs, fresh, changed, sidecars, markers)
+        if fresh or changed or sidecars or markers or relay:
+            self._write(conn, objs, fresh, changed, sidecars, markers, relay)
         if gone:
             self._mark_deleted(conn, gone)
+
+    @staticmethod
+    def _relay_candidates(
+        objs: list[ObjectInfo], existing: dict[str, Any], changed: list[tuple[ObjectInfo, Any]]
+    ) -> list[tuple[ObjectInfo, Any]]:
+        """Unchanged raster images, to be placed again under the source's images mode."""
+        placed = {o.key for o, _ in changed}
+        return [
+            (o, row)
+            for o in objs
+            if (row := existing.get(o.key)) is not None
+            and o.key not in placed
+            and row.state == "present"
+            and is_raster(o.key)
+        ]
+
+    def _pinned(self, conn: Connection, keys: Iterable[str]) -> set[str]:
+        """Keys post-processing found to have too many pixels for a frame: their large-image
+        folder carries :data:`BY_PIXELS` (even while empty, after a spell in another mode).
+        An ``auto`` source keeps them large images."""
+        if self.images != AUTO:
+            return set()
+        by_path: dict[str, set[str]] = {}
+        for key in keys:
+            if is_raster(key):
+                path = self.folders.full(self.layout.place(key, 0, {}, large=True).folder)
+                by_path.setdefault(path, set()).add(key)
+        paths = sorted(by_path)
+        found: set[str] = set()
+        for i in range(0, len(paths), _ID_BATCH):
+            batch = paths[i : i + _ID_BATCH]
+            query = select(FOLDERS.c.path, FOLDERS.c.meta).where(FOLDERS.c.path.in_(batch))
+            for path, meta in conn.execute(query):
+                meta = meta or {}
+                if meta.get(BY_PIXELS) and meta.get("type") == DatasetType.LARGE_IMAGE.value:
+                    found |= by_path[path]
+        return found
 
     def _write(
         self,
@@ -369,7 +470,9 @@ class SyncEngine:
         changed: list[tuple[ObjectInfo, Any]],
         sidecars: list[tuple[ObjectInfo, Any]],
         markers: list[ObjectInfo],
+        relay: Sequence[tuple[ObjectInfo, Any]] = (),
     ) -> None:
+        pinned = self._pinned(conn, [o.key for o, _ in changed] + [o.key for o, _ in relay])
         needs_videos = (
             any(extension(o.key) in SIDECAR_EXTENSIONS for o in fresh)
             or sidecars
@@ -388,7 +491,7 @@ class SyncEngine:
                 placements[path] = p
         placed_changed: list[tuple[ObjectInfo, Any, str]] = []
         for o, row in changed:
-            p = place(o.key, o.size, videos)
+            p = place(o.key, o.size, videos, large=o.key in pinned)
             path = full(p.folder)
             placed_changed.append((o, row, path))
             if p.dataset is not None and path not in placements:
@@ -397,12 +500,33 @@ class SyncEngine:
             (o, row, full(place(o.key, o.size, videos).folder)) for o, row in sidecars
         ]
         marker_paths = {full(self.layout.marker_folder(m.key)) for m in markers}
+        placed_relay = [
+            (row, full(p.folder), p)
+            for o, row in relay
+            for p in (place(o.key, o.size, videos, large=o.key in pinned),)
+        ]
 
         paths = {p for _, p in placed_fresh} | {p for _, _, p in placed_changed}
         paths |= {p for _, _, p in placed_sidecars} | marker_paths | set(placements)
+        paths |= {path for _, path, _ in placed_relay}
         new_meta = {path: dataset_metadata(p) for path, p in placements.items()}
+        for _, path, p in placed_relay:
+            if p.dataset is not None and path not in new_meta:
+                new_meta[path] = dataset_metadata(p)
+        # Feed records: their metadata joins their dataset's (sync/feed_meta.py).
+        records = feed_meta.record_meta(placed_fresh, placed_changed, placements)
+        for path, meta in records.items():
+            new_meta[path] = {**new_meta[path], **meta}
         ids, created = self.folders.resolve(conn, paths, new_meta)
-        self._mark_datasets(conn, {ids[p]: placements[p] for p in placements if p not in created})
+        moved = [(row, path, p) for row, path, p in placed_relay if ids[path] != row.folder_id]
+        marks = {ids[p]: placements[p] for p in placements if p not in created}
+        for _, path, p in moved:
+            # A folder the re-lay moves images into changed like one that got new media.
+            if p.dataset is not None and path not in created:
+                marks.setdefault(ids[path], p)
+        self._mark_datasets(conn, marks)
+        record_folders = {ids[p]: r for p, r in records.items() if p not in created}
+        feed_meta.copy_record_meta(conn, record_folders)  # feed records of existing datasets
 
         now = utcnow()
         sid = self.source.id
@@ -461,6 +585,8 @@ class SyncEngine:
             for _, row, path in placed_sidecars
             if ids[path] != row.folder_id
         ]
+        # Re-laid items keep their rows (id, history, etag): only their folder changes.
+        moves += [{"b_id": row.id, "b_folder": ids[path]} for row, path, _ in moved]
         if moves:
             conn.execute(
                 update(ITEMS)
@@ -468,6 +594,9 @@ class SyncEngine:
                 .values(folder_id=bindparam("b_folder"), updated_at=now),
                 moves,
             )
+        if moved:
+            self.summary.relaid += len(moved)
+            self._mark_empty(conn, {row.folder_id for row, _, _ in moved})
 
     def _mark_datasets(self, conn: Connection, existing: dict[int, Placement]) -> None:
         """Existing folders that got new or changed media: make them datasets, or mark
@@ -475,9 +604,9 @@ class SyncEngine:
         if not existing:
             return
         rows = conn.execute(
-            select(FOLDERS.c.id, FOLDERS.c.meta, FOLDERS.c.state).where(
-                FOLDERS.c.id.in_(list(existing))
-            )
+            select(FOLDERS.c.id, FOLDERS.c.meta, FOLDERS.c.state)
+            .where(FOLDERS.c.id.in_(list(existing)))
+            .order_by(FOLDERS.c.id)  # updated (locked) in id order by every writer
         ).all()
         changes = []
         for fid, meta, state in rows:
@@ -607,6 +736,31 @@ class SyncEngine:
         ]
         if dead:
             self._mark_deleted(conn, dead)
+
+
+#: ``Source.options`` key: the images mode the source's catalog was laid out with.
+LAID_OUT_IMAGES = "laid_out_images"
+
+
+def laid_out_images(source: Source) -> str:
+    """The images mode a source's catalog was laid out with (``auto`` before modes)."""
+    return str((source.options or {}).get(LAID_OUT_IMAGES) or AUTO)
+
+
+def _record_laid_out(conn: Connection, source_id: int, images: str) -> None:
+    """Remember ``images`` in the source's options, keeping what else they hold (read
+    again in the write transaction: ``source set`` may have changed them meanwhile)."""
+    query = select(SOURCES.c.options).where(SOURCES.c.id == source_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        return
+    options = dict(row.options or {})
+    if options.get(LAID_OUT_IMAGES, AUTO) == images:
+        return
+    options[LAID_OUT_IMAGES] = images
+    conn.execute(update(SOURCES).where(SOURCES.c.id == source_id).values(options=options))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -3,7 +3,10 @@
 * a video becomes its own dataset folder ``Video {filename}`` holding the video item;
 * a folder whose files include images becomes an ``image-sequence`` dataset;
 * a whole-slide image, or a raster image of at least ``large_image_bytes``, becomes its own
-  ``large-image`` dataset folder ``Large image {filename}``;
+  ``large-image`` dataset folder ``Large image {filename}``. A source's ``images`` mode
+  changes that for raster images: ``large-image`` makes every one a large image,
+  ``sequence`` none (``auto``, the default, is the rule above; post-processing may also
+  turn a frame of too many pixels into a large image, see :data:`BY_PIXELS`);
 * ``.json``/``.csv`` sidecars named after a video (``clip.json`` or ``clip.mov.json`` next to
   ``clip.mov``) join that video's dataset;
 * everything else is a plain item in the folder of its key.
@@ -34,6 +37,14 @@ SIDECAR_EXTENSIONS = frozenset({"json", "csv"})
 VIDEO_PREFIX = "Video "
 LARGE_IMAGE_PREFIX = "Large image "
 
+#: A source's ``images`` modes (see :mod:`mediamirror.profiles`).
+AUTO = "auto"
+LARGE_IMAGES = "large-image"
+SEQUENCE = "sequence"
+#: Metadata of a large-image dataset made by post-processing from a frame of an ``auto``
+#: source's image sequence (its pixel count): the next syncs keep its item there.
+BY_PIXELS = "large_by_pixels"
+
 
 class Kind(StrEnum):
     VIDEO = "video"
@@ -54,13 +65,25 @@ def extension(name: str) -> str:
     return name[dot + 1 :].lower() if dot > 0 else ""
 
 
-def classify(name: str, size: int, large_image_bytes: int) -> Kind:
+def is_raster(name: str) -> bool:
+    """A raster image (``IMAGE_EXTENSIONS``): what a source's ``images`` mode decides on."""
+    return extension(name) in IMAGE_EXTENSIONS
+
+
+def classify(name: str, size: int, large_image_bytes: int, images: str = AUTO) -> Kind:
+    """What a key is. ``images`` is the source's images mode: ``auto`` (a raster image of
+    at least ``large_image_bytes`` is a large image), ``large-image`` (every raster image
+    is) or ``sequence`` (none is; whole-slide formats always are)."""
     ext = extension(name)
     if ext in VIDEO_EXTENSIONS:
         return Kind.VIDEO
     if ext in LARGE_IMAGE_EXTENSIONS:
         return Kind.LARGE_IMAGE
     if ext in IMAGE_EXTENSIONS:
+        if images == LARGE_IMAGES:
+            return Kind.LARGE_IMAGE
+        if images == SEQUENCE:
+            return Kind.IMAGE
         return Kind.LARGE_IMAGE if size >= large_image_bytes else Kind.IMAGE
     if ext in SIDECAR_EXTENSIONS:
         return Kind.SIDECAR
@@ -120,10 +143,13 @@ def dataset_metadata(placement: Placement) -> dict[str, Any]:
 class Layout:
     """Places keys of one source; ``prefix`` is the source's key prefix (stripped)."""
 
-    def __init__(self, prefix: str, object_url: Any, large_image_bytes: int) -> None:
+    def __init__(
+        self, prefix: str, object_url: Any, large_image_bytes: int, images: str = AUTO
+    ) -> None:
         self.prefix = prefix
         self.object_url = object_url
         self.large_image_bytes = large_image_bytes
+        self.images = images
 
     def relative(self, key: str) -> str:
         return key[len(self.prefix) :]
@@ -137,16 +163,27 @@ class Layout:
         found: dict[tuple[str, str], str] = {}
         for key, size in keys:
             d, name = split_key(key)
-            if classify(name, size, self.large_image_bytes) is Kind.VIDEO:
+            if classify(name, size, self.large_image_bytes, self.images) is Kind.VIDEO:
                 for stem in video_stems(name):
                     found.setdefault((d, stem), name)
         return found
 
-    def place(self, key: str, size: int, videos: dict[tuple[str, str], str]) -> Placement:
+    def place(
+        self,
+        key: str,
+        size: int,
+        videos: dict[tuple[str, str], str],
+        *,
+        large: bool = False,
+    ) -> Placement:
+        """Where ``key`` goes. ``large``: a raster image post-processing found too big for
+        a frame (:data:`BY_PIXELS`); an ``auto`` source keeps it a large image."""
         rel = self.relative(key)
         rel_dir, name = safe_parent(rel), split_key(rel)[1]
         key_dir = split_key(key)[0]
-        kind = classify(name, size, self.large_image_bytes)
+        kind = classify(name, size, self.large_image_bytes, self.images)
+        if large and kind is Kind.IMAGE and self.images == AUTO:
+            kind = Kind.LARGE_IMAGE
         if kind is Kind.VIDEO or kind is Kind.LARGE_IMAGE:
             is_video = kind is Kind.VIDEO
             return Placement(

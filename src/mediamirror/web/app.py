@@ -76,7 +76,8 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if worker:
+        # With the celery executor, Celery workers run the jobs (serve dispatches them).
+        if worker and services.settings.executor == "local":
             bw = BackgroundWorker(services, services.settings.worker_count)
             bw.thread.start()
             background.append(bw)
@@ -103,9 +104,10 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
     app.add_middleware(RequestIds)  # outermost: its id is on every line of the request
     mount_docs(app, "/api/docs", "/api/openapi.json")
     from mediamirror import scheduler
+    from mediamirror.jobs import dispatch  # celery executor: sends job ids to the broker
     from mediamirror.notify import sender
 
-    app.state.starters = [scheduler.start, sender.start]
+    app.state.starters = [scheduler.start, sender.start, dispatch.start]
 
     @app.exception_handler(MediamirrorError)
     async def _mm_error(_: Request, exc: MediamirrorError) -> JSONResponse:

@@ -79,20 +79,34 @@ def pyramid_path(svc: Any, folder_id: int) -> str:
 
         from mediamirror.catalog.models import FOLDERS
 
-        row = conn.execute(select(FOLDERS.c.meta).where(FOLDERS.c.id == folder_id)).first()
+        row = conn.execute(
+            select(FOLDERS.c.meta, FOLDERS.c.source_id).where(FOLDERS.c.id == folder_id)
+        ).first()
     meta = (row.meta or {}) if row else {}
     rel = (meta.get("outputs") or {}).get("pyramid")
     if not rel:
         raise NotFoundError(f"dataset {folder_id} has no pyramid yet")
-    kind, target = svc.output_store().locate(rel)
+    # The store its source's profile writes to (the installation's by default).
+    store = svc.output_store_for(row.source_id)
+    kind, target = store.locate(rel)
     if kind == "file":
         return str(target)
     details = meta.get("pyramid")
     version = str(details.get("version") or "") if isinstance(details, dict) else ""
-    cache = cache_file(svc.settings.home_path / "cache" / "pyramids", str(rel), version)
+    cache = cache_file(_cache_root(svc, store, row.source_id), str(rel), version)
     if not cache.exists():
-        _fetch(svc, str(rel), cache)
+        _fetch(store, str(rel), cache)
     return str(cache)
+
+
+def _cache_root(svc: Any, store: Any, source_id: int | None) -> Path:
+    """Where copies of a store's pyramids are kept: the installation's output store under
+    ``cache/pyramids``; a source's own output store (where another source may have a
+    pyramid of the same name) under ``cache/source-pyramids/<source uid>``."""
+    root = svc.settings.home_path / "cache"
+    if source_id is None or store is svc.output_store():
+        return Path(root / "pyramids")
+    return Path(join_under(root / "source-pyramids", safe_relpath(svc.source(source_id).uid)))
 
 
 def cache_file(root: Path, rel: str, version: str) -> Path:
@@ -103,7 +117,7 @@ def cache_file(root: Path, rel: str, version: str) -> Path:
     return join_under(root, f"{safe_relpath(rel)}@{token}.tif")
 
 
-def _fetch(svc: Any, rel: str, cache: Path) -> None:
+def _fetch(store: Any, rel: str, cache: Path) -> None:
     """Download ``rel`` to ``cache`` under that file's own lock, through a temporary name
     (a reader never sees half a file)."""
     with _locks_guard:
@@ -115,7 +129,7 @@ def _fetch(svc: Any, rel: str, cache: Path) -> None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.part")
             try:
-                svc.output_store().download(rel, tmp)
+                store.download(rel, tmp)
                 os.replace(tmp, cache)
             finally:
                 tmp.unlink(missing_ok=True)

@@ -10,8 +10,12 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
+from sqlalchemy import delete, select
 
 from mediamirror import tokens
+from mediamirror.catalog import leases
+from mediamirror.catalog.db import Catalog
+from mediamirror.catalog.models import LEASES, utcnow
 from mediamirror.web.deps import COOKIE, Svc
 
 router = APIRouter(include_in_schema=False)
@@ -33,9 +37,42 @@ def _take(code: str) -> bool:
     return expires is not None and expires > time.monotonic()
 
 
+# -- codes every process accepts (serve --workers): a row of the catalog's leases table --
+
+
+def _shared_name(code: str) -> str:
+    return "login:" + hashlib.sha256(code.encode()).hexdigest()
+
+
+def new_shared_code(catalog: Catalog, ttl: float = 900.0) -> str:
+    """A code that any service process on ``catalog`` accepts, once: kept (hashed) as a
+    lease row until it expires, taken by deleting that row."""
+    code = secrets.token_urlsafe(24)
+    with catalog.write() as conn:  # links never used, from earlier starts
+        conn.execute(
+            delete(LEASES).where(LEASES.c.name.like("login:%"), LEASES.c.expires_at < utcnow())
+        )
+    leases.acquire(catalog, _shared_name(code), "login-link", ttl)
+    return code
+
+
+def _take_shared(catalog: Catalog, code: str) -> bool:
+    if len(code) > 100:
+        return False
+    name = _shared_name(code)
+    with catalog.read() as conn:  # a wrong code (anyone may send one) takes no write lock
+        if conn.execute(select(LEASES.c.name).where(LEASES.c.name == name)).first() is None:
+            return False
+    with catalog.write() as conn:
+        result = conn.execute(
+            delete(LEASES).where(LEASES.c.name == name, LEASES.c.expires_at > utcnow())
+        )
+    return result.rowcount == 1
+
+
 @router.get("/login/{code}")
 def login_link(code: str, request: Request, svc: Svc) -> RedirectResponse:
-    if not _take(code):
+    if not _take(code) and not _take_shared(svc.catalog, code):
         # A browser follows this link: send it to the sign-in page, not a JSON error.
         return RedirectResponse("/ui/sign-in?link_expired=1", status_code=303)
     token = tokens.create(svc.catalog, "admin", tokens.LOGIN_LINK_NAME)

@@ -13,6 +13,7 @@ from mediamirror.processing.processors.command import CommandProcessor
 from mediamirror.processing.processors.images import ImagesProcessor
 from mediamirror.processing.processors.pyramid import PyramidProcessor
 from mediamirror.processing.processors.video import VideoProcessor
+from mediamirror.profiles import Profile
 
 # Keyed by id() but holding the settings object too: an id is reused once its object is
 # garbage-collected, and a bare id would hand another configuration's processors out.
@@ -58,10 +59,19 @@ def registry(settings: Settings) -> dict[str, Processor]:
     return cached[1]
 
 
-def for_dataset(settings: Settings, dataset: Dataset, *, auto_only: bool = True) -> list[Processor]:
-    """The processors that apply to a dataset's type."""
+def for_dataset(
+    settings: Settings,
+    dataset: Dataset,
+    *,
+    auto_only: bool = True,
+    profile: Profile | None = None,
+) -> list[Processor]:
+    """The processors that apply to a dataset's type and that ``profile`` (the profile
+    of the dataset's source; None: every processor) lets run."""
     return [
         p
         for p in registry(settings).values()
-        if dataset.type in p.dataset_types and (p.auto or not auto_only)
+        if dataset.type in p.dataset_types
+        and (p.auto or not auto_only)
+        and (profile is None or profile.allows(p.name))
     ]

@@ -1,7 +1,9 @@
 """Command processors (the PREMIERE pipeline): a command template from config.yaml run
 per dataset, its output streamed into the job log, its result files uploaded as one
-result set to ``results/<dataset path>/<processor>/<set>/`` in the results store; the
-dataset's ``results.<processor>`` metadata points at the current set.
+result set to ``results/<dataset path>/<processor>/<set>/`` in the results store (see
+:meth:`mediamirror.services.Services.results_store_for`; the same names whatever the
+source's output layout); the dataset's ``results.<processor>`` metadata points at the
+current set.
 
     processors:
       pose:
@@ -33,7 +35,8 @@ from mediamirror.catalog.meta import update_meta
 from mediamirror.errors import ConfigError, ProcessingError, TransientProcessingError
 from mediamirror.paths import safe_relpath
 from mediamirror.processing.children import spawn, stop_group, sweep_group
-from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
+from mediamirror.processing.outputs import result_set_prefix
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.processors.pyramid import local_input
 from mediamirror.redact import redact
 from mediamirror.sync.layout import Kind
@@ -114,8 +117,8 @@ class CommandProcessor(Processor):
         # The job log and the metadata get the template: a value that came from ${VAR}
         # (an API key in args, say) is shown as ${VAR}, never as itself.
         ctx.log("$ " + redact(shlex.join(argv)))
-        store = services.results_store(self.results_url)
-        set_prefix = new_set_prefix(dataset, self.name, ctx.job_id)
+        store = services.results_store_for(dataset.source_id, self.results_url)
+        set_prefix = new_set_prefix(store, dataset, self.name, ctx.job_id)
         ctx.log(f"result set: {set_prefix}")
         ctx.progress(5.0, "running")
         _run(argv, ctx, ctx.workdir)
@@ -180,10 +183,11 @@ def _run(argv: list[str], ctx: JobContext, cwd: Path) -> None:
         raise ProcessingError(f"command exited with status {proc.returncode}: {last[:200]}")
 
 
-def new_set_prefix(dataset: Dataset, processor: str, job_id: int) -> str:
-    """Where one run's result set goes: a prefix of its own, never reused, so the set
-    that readers follow is never written to."""
-    return f"results/{output_base(dataset)}/{processor}/{job_id}-{uuid.uuid4().hex[:8]}/"
+def new_set_prefix(store: OutputStore, dataset: Dataset, processor: str, job_id: int) -> str:
+    """Where one run's result set goes in ``store``: a prefix of its own, never reused,
+    so the set that readers follow is never written to (see
+    :func:`mediamirror.processing.outputs.result_set_prefix`)."""
+    return result_set_prefix(store.spec, dataset, processor, f"{job_id}-{uuid.uuid4().hex[:8]}")
 
 
 def result_files(root: Path, log: Callable[[str], None], *, under: str = "") -> list[Path]:

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamirror.errors import ProcessingError
-from mediamirror.paths import safe_segment
 from mediamirror.processing.failures import is_disk_full
 from mediamirror.processing.images import WEB_FORMATS, check_image, to_web_image
-from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
+from mediamirror.processing.large_frames import split_large_frames
+from mediamirror.processing.originals import with_original
+from mediamirror.processing.outputs import output_for
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.processors.pyramid import local_input
 from mediamirror.sync.layout import Kind
 
@@ -27,10 +29,14 @@ class ImagesProcessor(Processor):
         return dataset.items_of(Kind.IMAGE, Kind.LARGE_IMAGE, large_image_bytes=1 << 62)
 
     def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
+        # Frames of too many pixels leave for large-image datasets of their own first.
+        remaining = split_large_frames(ctx, services, dataset)
+        if remaining is None:
+            return {}  # no frame left: the folder is no longer an image sequence
+        dataset = remaining
         frames = self.require(self.inputs(dataset), "images")
         assert dataset.source_id is not None
-        out = services.output_store()
-        base = output_base(dataset)
+        out, names = output_for(services, dataset.source_id)
         converted: dict[str, str] = {}
         bad: list[str] = []
         size: tuple[int, int] | None = None
@@ -41,10 +47,8 @@ class ImagesProcessor(Processor):
                 dims = check_image(path)
                 size = size or dims
                 if Path(frame.name).suffix.lower() not in WEB_FORMATS:
-                    # Named after the whole name: f.tif and f.tiff get frames of their own.
-                    name = f"{safe_segment(frame.name)}.jpg"
                     web = to_web_image(path, ctx.scratch(f"{frame.name}.jpg"))
-                    converted[frame.key] = out.put_file(f"{base}/frames/{name}", web)
+                    converted[frame.key] = out.put_file(names.frame(dataset, frame), web)
                     web.unlink(missing_ok=True)
             except ProcessingError as exc:
                 if is_disk_full(exc):
@@ -67,5 +71,7 @@ class ImagesProcessor(Processor):
             "frames": len(frames),
             "width": size[0] if size else None,
             "height": size[1] if size else None,
-            "outputs": {"frames": converted} if converted else {},
+            "outputs": with_original(
+                services, dataset.id, {"frames": converted} if converted else {}
+            ),
         }

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mediamirror.paths import safe_segment
+from mediamirror.errors import ProcessingError
+from mediamirror.processing.originals import input_store, with_original
+from mediamirror.processing.outputs import mirror_clash, output_for
 from mediamirror.processing.probe import probe
-from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, output_base
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.rangefile import RangeFile
 from mediamirror.processing.transcode import ffmpeg_exe, make_poster, plan_video, transcode_video
-from mediamirror.sync.layout import Kind
+from mediamirror.sync.layout import VIDEO_EXTENSIONS, Kind
 
 if TYPE_CHECKING:
     from mediamirror.jobs.context import JobContext
     from mediamirror.services import Services
-
-
-def _stem(name: str) -> str:
-    dot = name.rfind(".")
-    return name[:dot] if dot > 0 else name
 
 
 class VideoProcessor(Processor):
@@ -36,7 +33,8 @@ class VideoProcessor(Processor):
     def run(self, ctx: JobContext, services: Services, dataset: Dataset) -> dict[str, Any]:
         video = self.require(self.inputs(dataset), "video")[0]
         assert dataset.source_id is not None
-        store = services.source_store(dataset.source_id)
+        # A feed record's file is downloaded (once) and kept: see processing/originals.py.
+        store, video = input_store(ctx, services, dataset.source_id, video)
         ctx.progress(1.0, "probing")
         with RangeFile(store, video.key, video.size, etag=video.etag) as fh:
             info = probe(fh, name=video.name)
@@ -45,8 +43,15 @@ class VideoProcessor(Processor):
         plan = plan_video(info, requested, filename=video.name, vfr_fps=self.vfr_fps)
         ctx.log(f"plan: {plan.action} ({'; '.join(plan.reasons) or 'web-ready'})")
         action = "keep" if ctx.args.get("skip_transcoding") else plan.action
-        out = services.output_store()
-        base = output_base(dataset)
+        out, names = output_for(services, dataset.source_id)
+        clash = mirror_clash(
+            services.catalog, names, dataset.source_id, video, "video", VIDEO_EXTENSIONS
+        )
+        if clash is not None:  # its transcode and poster would replace this one's
+            raise ProcessingError(
+                f"{clash} would have the same outputs ({names.poster(dataset, video)}...) "
+                f"as {video.key}: rename one, or use the catalog output layout"
+            )
         source_input = store.media_input(video.key)
         # A stalled store fails ffmpeg's read after this, as any other store request.
         read_timeout = float(services.settings.store_read_timeout)
@@ -72,15 +77,15 @@ class VideoProcessor(Processor):
             )
             action = done.action
             ctx.check()
-            name = safe_segment(_stem(video.name))  # each video has its own dataset folder
-            outputs["video"] = out.put_file(f"{base}/{name}.mp4", tmp, "video/mp4")
+            outputs["video"] = out.put_file(names.transcode(dataset, video), tmp, "video/mp4")
             playable = str(tmp)
         ctx.progress(95.0, "poster")
         poster = ctx.workdir / "poster.jpg"
         try:
             at = min(1.0, (plan.duration or 0.0) / 2)
             make_poster(playable, poster, at, ffmpeg=ffmpeg_exe(), read_timeout=read_timeout)
-            outputs["poster"] = out.put_file(f"{base}/poster.jpg", poster, "image/jpeg")
+            name = names.poster(dataset, video)
+            outputs["poster"] = out.put_file(name, poster, "image/jpeg")
         except Exception as exc:  # a missing thumbnail must not fail a playable video
             ctx.log(f"no poster: {exc}")
         return {
@@ -91,6 +96,6 @@ class VideoProcessor(Processor):
             "MarkForPostProcess": False,
             "probe": info.to_metadata(),
             "transcode": {"action": action, "reasons": list(plan.reasons)},
-            "outputs": outputs,
+            "outputs": with_original(services, dataset.id, outputs),
             "media": {"item": video.key, "transcoded": "video" in outputs},
         }

@@ -263,8 +263,12 @@ def dataset_video(folder_id: Id, svc: Svc, _: Viewer) -> Response:
     row, meta = _meta(svc, folder_id)
     rel = (meta.get("outputs") or {}).get("video")
     if rel:
-        kind, target = svc.output_store().locate(rel)
+        kind, target = svc.output_store_for(row.source_id).locate(rel)
         return _serve(kind, target, rel)
+    original = (meta.get("outputs") or {}).get("original")
+    if original and row.source_id is not None:  # a feed record's kept file: no CMS needed
+        kind, target = svc.output_store_for(row.source_id).locate(original)
+        return _serve(kind, target, original)
     key = (meta.get("media") or {}).get("item")
     if not key or row.source_id is None:
         raise NotFoundError("this dataset has no playable video yet")
@@ -274,11 +278,11 @@ def dataset_video(folder_id: Id, svc: Svc, _: Viewer) -> Response:
 
 @router.get("/datasets/{folder_id}/poster")
 def dataset_poster(folder_id: Id, svc: Svc, _: Viewer) -> Response:
-    _, meta = _meta(svc, folder_id)
+    row, meta = _meta(svc, folder_id)
     rel = (meta.get("outputs") or {}).get("poster")
     if not rel:
         raise NotFoundError("this dataset has no poster")
-    kind, target = svc.output_store().locate(rel)
+    kind, target = svc.output_store_for(row.source_id).locate(rel)
     return _serve(kind, target, rel)
 
 
@@ -335,7 +339,7 @@ def item_content(item_id: Id, svc: Svc, _: Viewer, web: bool = False) -> Respons
     if web and folder is not None:
         rel = ((folder.meta or {}).get("outputs") or {}).get("frames", {}).get(row.key)
         if rel:
-            kind, target = svc.output_store().locate(rel)
+            kind, target = svc.output_store_for(row.source_id).locate(rel)
             return _serve(kind, target, rel)
     kind, target = svc.source_store(row.source_id).locate(row.key)
     return _serve(kind, target, row.name)

@@ -7,13 +7,14 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from mediamirror import sources as src_service
 from mediamirror.catalog.leases import owner_is_dead
 from mediamirror.catalog.models import FOLDERS, LEASES, utcnow
-from mediamirror.errors import ConflictError
+from mediamirror.errors import ConfigError, ConflictError
+from mediamirror.profiles import profile_of
 from mediamirror.stores.output import derived_specs
 from mediamirror.web.deps import Admin, Svc, Viewer
 
@@ -38,6 +39,34 @@ class NewSource(BaseModel):
     include: str | None = None
     exclude: str | None = None
     check: bool = True
+    # The source's processing profile (``profile`` above is the AWS profile of its store).
+    images: str | None = Field(default=None, max_length=50)
+    processors: str | list[str] | None = None
+    output_url: str | None = Field(default=None, max_length=2000)
+    output_layout: str | None = Field(default=None, max_length=50)
+    output_endpoint_url: str | None = Field(default=None, max_length=2000)
+
+
+_PROFILE_FIELDS = ("images", "processors", "output_url", "output_layout", "output_endpoint_url")
+
+
+class SourceChange(BaseModel):
+    """``PATCH``: the values to change; a missing one is kept, ``""`` goes back to the
+    default (``processors``: ``"all"``), as ``mediamirror source set`` does."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field must not be a silent no-op
+
+    images: str | None = Field(default=None, max_length=50)
+    processors: str | list[str] | None = None
+    output_url: str | None = Field(default=None, max_length=2000)
+    output_layout: str | None = Field(default=None, max_length=50)
+    output_endpoint_url: str | None = Field(default=None, max_length=2000)
+    include: str | None = Field(default=None, max_length=2000)
+    exclude: str | None = Field(default=None, max_length=2000)
+    schedule: str | None = Field(default=None, max_length=200)
+
+
+_CHANGEABLE = tuple(SourceChange.model_fields)
 
 
 def source_dict(svc: Any, src: Any) -> dict[str, Any]:
@@ -53,6 +82,8 @@ def source_dict(svc: Any, src: Any) -> dict[str, Any]:
         "credentials": dict(src.credentials or {}),
         "include": src.include,
         "exclude": src.exclude,
+        "schedule": (src.options or {}).get("schedule"),
+        "profile": profile_of(src).describe(),
         "created_at": src.created_at.isoformat(),
         "syncing": _syncing(svc, src.id),
         "last_run": runs[0] if runs else None,
@@ -84,7 +115,8 @@ def list_sources(svc: Svc, _: Viewer) -> list[dict[str, Any]]:
 
 @router.post("/sources", status_code=201)
 def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
-    options = body.model_dump(exclude={"name", "url", "mount", "include", "exclude", "check"})
+    plain = {"name", "url", "mount", "include", "exclude", "check", *_PROFILE_FIELDS}
+    options = body.model_dump(exclude=plain)
     src = src_service.add_source(
         svc.catalog,
         body.name,
@@ -95,9 +127,28 @@ def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
         exclude=body.exclude,
         check=body.check,
         outputs=derived_specs(svc.settings, svc.env),
+        settings=svc.settings,
+        images=body.images,
+        processors=body.processors,
+        output_url=body.output_url,
+        output_layout=body.output_layout,
+        output_endpoint_url=body.output_endpoint_url,
         **{k: v for k, v in options.items() if v is not None},
     )
     return source_dict(svc, src)
+
+
+@router.patch("/sources/{name}")
+def change_source(name: str, body: SourceChange, svc: Svc, _: Admin) -> dict[str, Any]:
+    """Change a source's profile, filters or schedule (``mediamirror source set``); the
+    answer is the source as it now is, with ``changed``: one ``what: old -> new`` each."""
+    values = body.model_dump(exclude_unset=True)
+    if not values:
+        raise ConfigError(f"nothing to change: give one or more of {', '.join(_CHANGEABLE)}")
+    src, changed = src_service.set_source(
+        svc.catalog, name, env=svc.env, settings=svc.settings, **values
+    )
+    return {**source_dict(svc, src), "changed": changed}
 
 
 @router.get("/sources/{name}")

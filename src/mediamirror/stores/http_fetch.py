@@ -1,0 +1,241 @@
+"""Downloading one file over HTTP(S): streamed, resumed, bounded, checked.
+
+A feed record's file lives at a plain URL (the CMS's own storage, a CDN, a presigned
+link). :func:`fetch` copies it to a local file without ever holding it in memory: bytes go
+to ``dest.part``, which is renamed to ``dest`` only once complete, so a half-written file
+never passes for a download. A dropped connection, a timeout, a 5xx or a body cut off
+half-way is tried again with backoff, and resumed with an HTTP ``Range`` request when the
+server honours it (206); a server that ignores ranges (200) is read again from the start.
+
+What cannot get better by trying again fails at once with one line (``ProcessingError``):
+a 404, a 401/403, another 4xx, a file larger than ``max_bytes`` (refused before the first
+byte when the server says its length, and as soon as more arrives otherwise) or whose
+length differs from ``expected_size``. Transient failures raise
+``TransientProcessingError`` once the attempts are used, so the job system retries the job
+later with its own backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from mediamirror.errors import ProcessingError, TransientProcessingError
+from mediamirror.stores.timeouts import StoreTimeouts
+
+__all__ = ["fetch"]
+
+#: Seconds to wait before the 2nd, 3rd... attempt (the last value repeats).
+_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+#: Retried: the server is busy or had a hiccup.
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth another try."""
+
+
+def where(url: str) -> str:
+    """The URL as messages show it: no query string (a presigned link's signature) and no
+    user:password part."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _size_text(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _refuse_large(url: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise ProcessingError(
+            f"{where(url)} is {_size_text(size)}, more than max_download_bytes "
+            f"({_size_text(max_bytes)}): not downloaded"
+        )
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    headers: Mapping[str, str] | None = None,
+    expected_size: int | None = None,
+    max_bytes: int | None = None,
+    timeouts: StoreTimeouts | None = None,
+    attempts: int = 5,
+    progress: Callable[[int, int | None], None] | None = None,
+    check: Callable[[], None] | None = None,
+) -> int:
+    """Stream ``url`` to ``dest`` and return its size in bytes (see the module docstring).
+
+    ``headers`` go with every request (the CMS's token: pass values registered with
+    :func:`mediamirror.redact.remember`). ``progress(done, total)`` is called as bytes
+    arrive (``total`` None when unknown); ``check()`` is called between chunks and before
+    each retry, and may raise to stop (a canceled job)."""
+    if urlsplit(url).scheme.lower() not in {"http", "https"}:
+        raise ProcessingError(f"cannot download {where(url)!r}: only http(s) URLs are supported")
+    if expected_size is not None:
+        _refuse_large(url, expected_size, max_bytes)
+    timeouts = timeouts or StoreTimeouts()
+    timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
+    part = dest.with_name(dest.name + ".part")
+    part.unlink(missing_ok=True)
+    base = {**(headers or {}), "Accept-Encoding": "identity"}
+    state = _State()
+    failures = 0
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+            # A round that received bytes costs no attempt (a long file over a flaky line
+            # gets there), but the rounds are bounded all the same.
+            for _ in range(max(attempts, 1) * 10):
+                if check is not None:
+                    check()
+                before = state.have
+                try:
+                    total = _attempt(client, url, part, base, state, max_bytes, progress, check)
+                except _Retry as exc:
+                    if state.have <= before:
+                        failures += 1
+                    if failures >= attempts:
+                        raise TransientProcessingError(
+                            f"download of {where(url)} failed after {failures} attempt(s): {exc}"
+                        ) from None
+                    time.sleep(_BACKOFF[min(failures, len(_BACKOFF)) - 1] if failures else 0.0)
+                    continue
+                _finish(url, part, dest, total, expected_size)
+                return total
+            raise TransientProcessingError(
+                f"download of {where(url)} made too little progress; will retry"
+            )
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+class _State:
+    """What survives between attempts: bytes already in ``.part`` and whether the server
+    may be asked for the rest with a Range request."""
+
+    def __init__(self) -> None:
+        self.have = 0
+        self.ranges = True
+
+
+def _attempt(
+    client: httpx.Client,
+    url: str,
+    part: Path,
+    base: dict[str, str],
+    state: _State,
+    max_bytes: int | None,
+    progress: Callable[[int, int | None], None] | None,
+    check: Callable[[], None] | None,
+) -> int:
+    """One GET: appends to ``part`` and returns the total size once it is complete."""
+    headers = dict(base)
+    if state.have and state.ranges:
+        headers["Range"] = f"bytes={state.have}-"
+    try:
+        with client.stream("GET", url, headers=headers) as resp:
+            total = _start(url, resp, part, state, max_bytes)
+            with part.open("ab") as fh:
+                # As it arrives (no chunk_size): a body cut off mid-way keeps every byte that
+                # came, so the resumed request asks only for the rest.
+                for chunk in resp.iter_raw():
+                    fh.write(chunk)
+                    state.have += len(chunk)
+                    if max_bytes is not None:
+                        _refuse_large(url, state.have, max_bytes)
+                    if progress is not None:
+                        progress(state.have, total)
+                    if check is not None:
+                        check()
+    except httpx.TimeoutException as exc:
+        raise _Retry(f"no answer within the timeout ({type(exc).__name__})") from None
+    except httpx.RemoteProtocolError:
+        raise _Retry("the connection closed before the file was complete") from None
+    except httpx.TransportError as exc:
+        raise _Retry(f"connection failed ({type(exc).__name__})") from None
+    if total is not None and state.have < total:
+        raise _Retry(f"the body stopped at {state.have} of {total} bytes")
+    return state.have if total is None else total
+
+
+def _start(
+    url: str, resp: httpx.Response, part: Path, state: _State, max_bytes: int | None
+) -> int | None:
+    """Decide from the status and headers what this answer's body is; returns the file's
+    total size when known. The ``.part`` file is emptied when the answer starts over."""
+    status = resp.status_code
+    if status == 416 and state.have:
+        # Asked for the bytes after what we hold, and there are none: complete already,
+        # unless the file changed; then start over.
+        match = re.fullmatch(r"bytes\s+\*/(\d+)", resp.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == state.have:
+            return state.have
+        _restart(part, state, ranges=False)
+        raise _Retry("the server refused to resume (HTTP 416)")
+    if status in {401, 403}:
+        raise ProcessingError(f"{where(url)}: access refused (HTTP {status}); check the token")
+    if status == 404 or status == 410:
+        raise ProcessingError(f"{where(url)} does not exist (HTTP {status})")
+    if status in _RETRY_STATUS or status >= 500:
+        raise _Retry(f"HTTP {status}")
+    if status >= 400 or status < 200 or status not in {200, 206}:
+        raise ProcessingError(f"{where(url)}: unexpected answer HTTP {status}")
+    length = _int(resp.headers.get("Content-Length"))
+    if status == 206:
+        match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+        if match is None or int(match.group(1)) != state.have:
+            # Not the part we asked for: never splice it; read the whole file again.
+            _restart(part, state, ranges=False)
+            raise _Retry("the server answered another byte range than asked")
+        total = None if match.group(3) == "*" else int(match.group(3))
+    else:
+        if state.have:
+            _restart(part, state, ranges=False)  # the range was ignored: a whole new body
+        total = length
+    if total is not None:
+        _refuse_large(url, total, max_bytes)
+    return total
+
+
+def _restart(part: Path, state: _State, *, ranges: bool) -> None:
+    part.unlink(missing_ok=True)
+    state.have = 0
+    state.ranges = ranges
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _finish(url: str, part: Path, dest: Path, total: int, expected_size: int | None) -> None:
+    if not part.exists():
+        part.touch()  # an empty file is a file
+    if expected_size is not None and total != expected_size:
+        raise ProcessingError(
+            f"{where(url)} is {total} bytes but the feed says {expected_size}: "
+            "not kept (an incomplete or replaced file)"
+        )
+    os.replace(part, dest)
