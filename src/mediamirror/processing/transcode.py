@@ -227,7 +227,9 @@ def build_ffmpeg_command(
         command += ["-c:v", "copy"]
     else:
         command += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
-        command += ["-pix_fmt", "yuv420p", "-vf", _video_filters(plan)]
+        # Limited (TV) range: ffmpeg 7.1+ keeps a full-range source (Motion JPEG's
+        # yuvj420p) full range, which decoders report as yuvj420p, not web-ready.
+        command += ["-pix_fmt", "yuv420p", "-color_range", "tv", "-vf", _video_filters(plan)]
     if plan.has_audio:
         keep_audio = plan.action == "remux" and plan.copy_audio
         command += ["-c:a", "copy"] if keep_audio else ["-c:a", "aac", "-b:a", "160k"]
