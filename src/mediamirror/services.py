@@ -113,7 +113,10 @@ class Services:
         the installation's store shares :meth:`output_store`'s."""
         if source_id is None:
             return self.output_store()
-        src = self.source(source_id)
+        return self._output_store_of(self.source(source_id))
+
+    def _output_store_of(self, src: Source) -> OutputStore:
+        """:meth:`output_store_for` of a source row already read."""
         profile = profile_of(src)
         if not profile.output_url:
             return self.output_store()
@@ -138,9 +141,10 @@ class Services:
         mirrored names only, so such a source's results go to the installation's."""
         if url or self.settings.results_store or source_id is None:
             return self.results_store(url)
-        if profile_of(self.source(source_id)).output_layout == "mirror":
+        src = self.source(source_id)  # one read of the row for both decisions
+        if profile_of(src).output_layout == "mirror":
             return self.output_store()
-        return self.output_store_for(source_id)
+        return self._output_store_of(src)
 
     def results_store(self, url: str | None = None) -> OutputStore:
         url = url or self.settings.results_store

@@ -80,13 +80,7 @@ def claim_one(
                 JOBS.c.run_after <= now,
             )
             .values(
-                state=JobStatus.RUNNING.value,
-                worker=worker,
-                attempts=JOBS.c.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=now,
-                finished_at=None,
-                progress=0.0,
+                **queue.running(worker, now, lease_seconds),
                 dispatched_at=None,  # queued again later (retry, reap): sent again
             )
             .returning(*JOBS.c)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
@@ -101,6 +101,19 @@ def of_sources(source_ids: Sequence[int]) -> ColumnElement[bool]:
     )
 
 
+def running(worker: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    """The column values of a job as ``worker`` takes it (a claim of the queue or by id)."""
+    return {
+        "state": JobStatus.RUNNING.value,
+        "worker": worker,
+        "attempts": JOBS.c.attempts + 1,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "started_at": now,
+        "finished_at": None,
+        "progress": 0.0,
+    }
+
+
 def claim(
     catalog: Catalog,
     worker: str,
@@ -128,15 +141,7 @@ def claim(
         stmt = (
             update(JOBS)
             .where(JOBS.c.id.in_(due.scalar_subquery()))
-            .values(
-                state=JobStatus.RUNNING.value,
-                worker=worker,
-                attempts=JOBS.c.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=now,
-                finished_at=None,
-                progress=0.0,
-            )
+            .values(**running(worker, now, lease_seconds))
             .returning(*JOBS.c)
         )
         return sorted(conn.execute(stmt).all(), key=lambda r: (r.priority, r.id))

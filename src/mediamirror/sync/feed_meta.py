@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection
 
-from mediamirror.catalog.models import FOLDERS, utcnow
+from mediamirror.catalog.meta import merge_meta
 from mediamirror.stores.base import ObjectInfo
 
 
@@ -38,20 +38,4 @@ def record_meta(
 
 def copy_record_meta(conn: Connection, by_folder: Mapping[int, dict[str, Any]]) -> None:
     """Merge record metadata into existing dataset folders (one read, one batched write)."""
-    if not by_folder:
-        return
-    rows = conn.execute(
-        select(FOLDERS.c.id, FOLDERS.c.meta).where(FOLDERS.c.id.in_(list(by_folder)))
-    ).all()
-    changes = []
-    for fid, meta in rows:
-        merged = {**(meta or {}), **by_folder[fid]}
-        if merged != meta:
-            changes.append({"b_id": fid, "b_meta": merged})
-    if changes:
-        conn.execute(
-            update(FOLDERS)
-            .where(FOLDERS.c.id == bindparam("b_id"))
-            .values(meta=bindparam("b_meta"), updated_at=utcnow()),
-            changes,
-        )
+    merge_meta(conn, by_folder)
