@@ -4,18 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: setup system-deps demo test pytest lint format bench clean
+.PHONY: setup setup-run system-deps demo test pytest lint format bench clean
 
-setup: $(VENV)/.installed
+# Two installs in one venv, each with its own stamp: `make demo` installs what the product
+# needs (`pip install -e .`), everything else (`make test`, lint...) also the test
+# toolchain (`.[dev]`: pytest, mypy, Playwright, moto, schemathesis...). `make test` after
+# `make demo` upgrades the same venv; `make demo` after `make test` installs nothing.
+setup: $(VENV)/.installed-dev
+setup-run: $(VENV)/.installed-run
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
 ## Generate sample media, mirror it into the SQLite catalog, post-process it, show it.
-demo: setup
+demo: setup-run
 	$(BIN)/mediamirror demo
 
 ## Chromium for the browser tests and redis-server for the broker-restart test (Debian's

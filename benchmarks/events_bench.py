@@ -101,6 +101,8 @@ class Figure:
             return f"{self.value:.1f} ms"
         if self.unit in ("", "count"):
             return f"{self.value:,.0f}"
+        if self.unit == "x":  # a ratio
+            return f"{self.value:.3f} x"
         return f"{self.value:,.1f} {self.unit}"
 
 
@@ -310,7 +312,8 @@ def poster_main(args: argparse.Namespace) -> None:
                 break
             status = resp.status_code
             outcome = resp.json()["results"][0]["outcome"] if status == 200 else ""
-            ok = outcome == "applied" or (retries > 0 and outcome == "duplicate")
+            # 1afa7bc answers once applied; the change once recorded (applied right after).
+            ok = outcome in ("applied", "recorded") or (retries > 0 and outcome == "duplicate")
             error = "" if ok else resp.text[:300]
             break
         return {
@@ -350,10 +353,46 @@ def poster_main(args: argparse.Namespace) -> None:
     Path(args.out).write_text("\n".join(json.dumps(r) for r in out) + "\n")
 
 
-def bench_events(res: Results, rate: int, seconds: int) -> None:
+def code_env(src: Path | None) -> dict[str, str]:
+    """Run mediamirror from ``src`` (a checkout's ``src`` folder, e.g. 1afa7bc's) instead
+    of this tree; the dependencies are the same virtualenv's."""
+    return {"PYTHONPATH": str(src)} if src is not None else {}
+
+
+def wait_applied(home: Path, timeout: float = 900) -> float:
+    """Wait until no event is pending (the change applies after answering); returns when."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(home / "catalog.db", timeout=30)
+        try:
+            cols = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+            if "action" not in cols:
+                return time.time()  # 1afa7bc: applied before answering
+            pending = db.execute("SELECT count(*) FROM events WHERE outcome='pending'").fetchone()
+        finally:
+            db.close()
+        if pending[0] == 0:
+            return time.time()
+        time.sleep(0.05)
+    raise RuntimeError(f"events still pending after {timeout} s")
+
+
+def bench_events(
+    res: Results,
+    rate: int,
+    seconds: int,
+    *,
+    src: Path | None = None,
+    burst: bool = False,
+    figures: bool = True,
+) -> dict[str, float]:
+    """One run; adds its figures to ``res`` when ``figures``; returns the side-by-side
+    measures (server CPU per event, event -> job p50)."""
     count = rate * seconds
-    log(f"\n== events: {rate} events/s for {seconds} s ({count:,} new video keys) ==")
+    code = "1afa7bc" if src is not None else "change"
+    log(f"\n== events ({code}): {rate} events/s for {seconds} s ({count:,} new video keys) ==")
     home = Path(tempfile.mkdtemp(prefix="events-", dir=WORK))
+    env = code_env(src)
     bucket = "mm-events-bench"
     with moto_server() as moto:
         client = s3_client(moto.url)
@@ -367,9 +406,10 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
             home,
             *("source", "add", "bench", f"s3://{bucket}/clips"),
             *("--endpoint-url", moto.url, "--preset", "minio"),
+            extra=env,
         )
-        url = mm(home, "source", "push-token", "bench").strip()
-        with serving(home) as server:
+        url = mm(home, "source", "push-token", "bench", extra=env).strip()
+        with serving(home, env) as server:
             url = url.replace("http://127.0.0.1:8000", server.url)
             out = home / "posted.jsonl"
             # Warm the service (first store client, imports) with one event not measured.
@@ -378,6 +418,7 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
 
             warm = httpx.post(url, content=event_body(bucket, "clips/warm-up.mp4", 1), timeout=60)
             assert warm.status_code == 200, warm.text
+            wait_applied(home)
             cmd = [
                 *(sys.executable, __file__, "--poster", "--url", url, "--bucket", bucket),
                 *("--prefix", "clips/", "--count", str(count), "--rate", str(rate)),
@@ -387,6 +428,7 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
             t = time.perf_counter()
             poster = subprocess.run(cmd, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - t
+            all_applied_wall = wait_applied(home)
             cpu_server = server.cpu_seconds() - cpu_server
             cpu_moto = moto.cpu_seconds() - cpu_moto
             if poster.returncode != 0:
@@ -416,6 +458,37 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
     waited = [(p["sent_wall"] - p["due_wall"]) * 1000 for p in posted]
     responses = [p["response_s"] * 1000 for p in posted]
     ok = sum(1 for p in posted if p["applied"])
+    per = 1000 / len(posted)
+    measures = {"cpu_per_event": cpu_server * per, "to_job_p50": pct(to_job, 50)}
+    if burst:
+        first = min(p["sent_wall"] for p in posted)
+        last_job = max(job_at[p["key"]] for p in posted if p["key"] in job_at)
+        within = max(last_job, all_applied_wall if applied >= count + 1 else last_job) - first
+        lost = count - min(ok, items - 1, jobs - 1, applied - 1)
+        res.add(
+            f"burst of {count:,} events in {seconds} s: all applied within",
+            within,
+            "s",
+            "<= 15 s",
+            within <= 15,
+        )
+        res.add(f"burst of {count:,}: events lost", lost, "count", "= 0", lost == 0)
+        res.add(f"burst of {count:,}: POST -> 200 response, p99", pct(responses, 99), "ms")
+        res.add(f"burst of {count:,}: server CPU per event", cpu_server * per, "ms")
+        res.note(
+            f"burst: {len(posted):,} events sent in {sending:.1f} s; last job queued "
+            f"{last_job - first:.1f} s after the first POST"
+        )
+        shutil.rmtree(home, ignore_errors=True)
+        return measures
+    if not figures:
+        log(
+            f"  {code}: server CPU {cpu_server * per:.2f} ms/event, "
+            f"event -> job p50 {pct(to_job, 50):.1f} ms, p99 {pct(to_job, 99):.1f} ms, "
+            f"answered {ok:,}/{count:,}, items {items - 1:,}, jobs {jobs - 1:,}"
+        )
+        shutil.rmtree(home, ignore_errors=True)
+        return measures
     for p in [p for p in posted if not p["applied"]][:5]:
         res.note(f"event {p['i']} not applied: HTTP {p['status']} {p['error']}")
     res.note(
@@ -460,7 +533,6 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
     retried = sum(1 for p in posted if p["retries"])
     if retried:
         res.note(f"{retried} POSTs were sent again after the connection closed under them")
-    per = 1000 / len(posted)
     res.add("server CPU per event", cpu_server * per, "ms")
     res.add("moto CPU per event (the store's side)", cpu_moto * per, "ms")
     res.add("poster CPU per event", cpu_poster * per, "ms")
@@ -471,6 +543,34 @@ def bench_events(res: Results, rate: int, seconds: int) -> None:
         f"moto {cpu_moto:.1f} s, poster {cpu_poster:.1f} s on {os.cpu_count()} CPUs"
     )
     shutil.rmtree(home, ignore_errors=True)
+    return measures
+
+
+def bench_side_by_side(res: Results, base: Path, rate: int, seconds: int, rounds: int) -> None:
+    """Server CPU per event of 1afa7bc and of the change under the same load, in
+    interleaved rounds (base, change, base, change...): the ratio of the sums."""
+    sums = {"1afa7bc": [0.0, 0.0], "change": [0.0, 0.0]}
+    for _ in range(rounds):
+        for code, src in (("1afa7bc", base), ("change", None)):
+            m = bench_events(res, rate, seconds, src=src, figures=False)
+            sums[code][0] += m["cpu_per_event"]
+            sums[code][1] += m["to_job_p50"]
+    base_cpu, change_cpu = sums["1afa7bc"][0] / rounds, sums["change"][0] / rounds
+    base_p50, change_p50 = sums["1afa7bc"][1] / rounds, sums["change"][1] / rounds
+    res.add(f"server CPU per event at {rate}/s, 1afa7bc", base_cpu, "ms")
+    res.add(f"server CPU per event at {rate}/s, change", change_cpu, "ms")
+    ratio = change_cpu / base_cpu
+    res.add("server CPU per event, change / 1afa7bc", ratio, "x", "<= 0.25", ratio <= 0.25)
+    res.add(
+        f"event -> job queued p50 at {rate}/s (wall), change / 1afa7bc",
+        change_p50 / base_p50,
+        "x",
+    )
+    res.note(
+        f"side by side: {rounds} interleaved rounds of {rate} events/s for {seconds} s each "
+        f"(1afa7bc from `git archive 1afa7bc` with PYTHONPATH, same virtualenv); wall "
+        f"event -> job p50 {base_p50:.1f} ms (1afa7bc) vs {change_p50:.1f} ms (change)"
+    )
 
 
 # -- phase 2 and 3: folders and tiles --------------------------------------------------------
@@ -692,6 +792,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=300, help="timed GETs per figure")
     parser.add_argument("--side", type=int, default=8000, help="side of the large image [8000]")
     parser.add_argument("--tiles", type=int, default=300, help="random tile requests")
+    parser.add_argument(
+        "--burst", type=int, default=5000, help="events of the burst (0: none) [5000]"
+    )
+    parser.add_argument("--burst-seconds", type=int, default=5, help="the burst's span [5]")
+    parser.add_argument(
+        "--base",
+        default="/tmp/base-1afa7bc/src",
+        help="src folder of 1afa7bc for the side-by-side CPU figure ('' : none)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds [2]")
+    parser.add_argument("--compare-rate", type=int, default=50, help="side-by-side rate [50]")
+    parser.add_argument("--compare-seconds", type=int, default=20, help="side-by-side span [20]")
     parser.add_argument("--skip-events", action="store_true")
     parser.add_argument("--skip-catalog", action="store_true")
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS}")
@@ -725,6 +837,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             res.prefix = f"{rate} events/s: " if len(rates) > 1 else ""
             bench_events(res, rate, args.seconds)
         res.prefix = ""
+        if args.burst:
+            bench_events(res, args.burst // args.burst_seconds, args.burst_seconds, burst=True)
+        if args.base and args.rounds:
+            bench_side_by_side(
+                res, Path(args.base), args.compare_rate, args.compare_seconds, args.rounds
+            )
     if not args.skip_catalog:
         bench_catalog(res, args.datasets, args.requests, args.side, args.tiles)
     res.note(load.line())
@@ -752,10 +870,20 @@ What is measured (`benchmarks/events_bench.py`):
   (`clips/clip-NNNNNN.mp4`, put before the run); a *separate* Python process posts one S3
   event notification per object with httpx at the given rate for 60 s, open loop: events
   fall due on schedule whatever the answers, and go out on 256 keep-alive connections
-  (one httpx client per sending thread). Every event reads its object back from moto
-  (one-key listing), writes item + dataset folder, queues the dataset's `video` job and
-  records the event, all before answering.
-- **no event lost**: every POST answered 200 with outcome `applied`, and the catalog holds
+  (one httpx client per sending thread). Each event carries size, eTag and sequencer:
+  the change records it and answers, then the events applier writes items, dataset
+  folders, the `video` jobs and the outcomes in batches, without reading the store;
+  1afa7bc reads each object back from moto (one-key listing) and writes everything
+  before answering.
+- **burst**: 5,000 events posted in 5 s (1,000/s) the same way; *all applied within* is
+  the last job row's `created_at` minus the first POST's send time (or the moment no
+  event was pending any more, when later), and none may be lost.
+- **side by side**: 1afa7bc (`git archive 1afa7bc`, run with `PYTHONPATH` on its `src`,
+  same virtualenv) and the change, each posting 200 events/s for 10 s, in interleaved
+  rounds (1afa7bc, change, 1afa7bc, change); server CPU per event is the mean over the
+  rounds, counted until every event was applied.
+- **no event lost**: every POST answered 200 with outcome `recorded` (1afa7bc:
+  `applied`), and, once the applier drained, the catalog holds
   exactly one present item, one queued job and one `applied` event row per object.
 - **CPU per event**: user + system CPU seconds of the server, moto and poster processes
   over the run, divided by the number of events.
@@ -770,34 +898,21 @@ What is measured (`benchmarks/events_bench.py`):
 
 #: Written after looking at the figures; kept with the code so --write-docs keeps it.
 ANALYSIS = """\
-**Where the time goes.** The folder page and the tiles meet their targets. The push path
-does not keep up with 200 events/s on this machine, so the latencies of that run are
-queueing (the answers stay correct: every POST is answered after its job row is
-committed, and no event is lost). The CPU rows say why. Each event costs the server
-about 10 ms of CPU in one Python process: the one-key listing through botocore ~2-3 ms,
-SQLAlchemy ~4 ms for four short transactions (sequencer check; apply with the sync
-engine; job insert; event record + mark clear), the rest HTTP, FastAPI and JSON. One
-server process therefore tops out near 100 events/s on a whole CPU. moto, standing in
-for the store on the same 2 CPUs, spends 5-14 ms per one-key listing because it answers
-a prefix listing by scanning every key of the bucket (1,200 keys in the 20/s run,
-12,000 in the 200/s run), and the poster 2-8 ms. 200 events/s would need about 5 CPUs
-in this set-up; the machine has 2, shared with other work (see the load average).
-
-At 20 events/s the service keeps up: p50 15 ms. Its p99 follows the machine's load, not
-a lock (server CPU per event is the same ~10 ms at both rates): 962 ms in the run above
-(1-minute load mean 12, max 19.6 on 2 CPUs), 138 ms (p50 14.5 ms, max 228 ms) in an
-earlier run of the same code on 2026-11-21 at 14:02 UTC (1-minute load 10.9 at its
-start, 3.9 at its end).
-
-Suggestions, largest first: (1) group commit: apply all events waiting for one source in
-one transaction (`SyncEngine.apply_objects` already takes many keys; one item, folder,
-job and event insert per batch instead of per event), which removes most of the ~40%
-of server CPU spent in the catalog; (2) several server processes (`uvicorn --workers N`
-or gunicorn) on PostgreSQL, since one Python process uses one CPU; (3) for bursts beyond
-that, answer 202 after recording the event and apply from the `events` table as a queue
-(the SQS consumer already works this way); (4) on AWS S3 only, a HEAD could replace the
-one-key listing (same one-second Last-Modified precision there; not on MinIO or GCS,
-whose listings carry milliseconds).
+**Where the time goes (record first, apply in batches).** A push now costs the server
+about 3.3 ms of CPU at 200 events/s against 9.0 ms for 1afa7bc (0.36x side by side):
+the one-key listing is gone (events carry size, eTag and sequencer) and the catalog work
+of a whole batch is one transaction. What is left, by a py-spy profile of the server at
+200 events/s: about a third in uvicorn/Starlette/FastAPI and the app's middlewares per
+request (request ids, security headers, body limit), a quarter in the push handler
+(token check, one read; JSON; the INSERT transaction that records), a third in the
+events applier (the sync engine's `apply_objects` for the batch: dataset folder
+creation, item insert; the job insert; the outcome update). The latency rows are
+queueing: on this 2-CPU machine shared with other work (1-minute load 14-20 during the
+runs) one server process did not get the ~0.7 CPU that 200 events/s x 3.3 ms need, so
+POSTs waited for the event loop (POST p50 1.2 s), and the burst's 5,000 events
+(16 s of server CPU) could not be applied within 15 s. Next steps: the token check
+inside the recording transaction (one read less per POST), fewer middlewares on the
+push routes, several server processes (`serve --workers N`; one applier across them).
 """
 
 

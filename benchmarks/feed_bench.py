@@ -10,7 +10,8 @@ same pages with httpx, side by side in one run.
    ``--rounds`` round a first sync of the feed into a fresh SQLite catalog, a raw walk, a
    re-sync of the unchanged feed, a raw walk. Each sync (the real CLI, spawn to exit) is
    divided by the mean of the two raw walks around it; *sync alone* uses the time the
-   engine reports in its summary line (walk, sort and catalog writes; no start-up).
+   engine reports in its summary line (walk and catalog writes, which overlap; no
+   start-up or exit).
 3. The re-sync of the unchanged feed must write nothing: a SHA-256 of every row of
    ``items`` and ``folders`` (``updated_at`` included) before and after, and the summary
    line must say ``0 added, 0 changed, 0 deleted``.

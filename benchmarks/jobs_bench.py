@@ -13,14 +13,22 @@ merged) and under ``py-spy --gil``; then a few what-if runs (``WHAT_IFS``: a mon
 an interpreter setting or a CLI option each, product code untouched) size the suggestions.
 
     .venv/bin/python benchmarks/jobs_bench.py [--jobs 10000] [--profile auto|always|never]
+        [--base /tmp/base-1afa7bc/src] [--rounds 3]
+
+Side by side with the starting point of issue 8 (commit 1afa7bc, unpacked with ``git
+archive 1afa7bc | tar -x -C /tmp/base-1afa7bc``): the same no-op jobs, each side on its own
+SQLite catalog, ``worker --burst`` of each in interleaved rounds (ABBA), the ratio of the
+median rates (wall) and of the median CPU per job.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import textwrap
 import time
@@ -422,6 +430,91 @@ def _pyspy_frame(frame: str) -> str:
     return f"{path}({func})"
 
 
+BASE_COMMIT = "1afa7bc"
+TARGET_VS_BASE = 2.5
+
+
+def base_tree(path: Path | None) -> Path | None:
+    """The source tree of the starting point (``src/`` of ``git archive 1afa7bc``)."""
+    if path is not None:
+        return path
+    default = Path(f"/tmp/base-{BASE_COMMIT}/src")
+    return default if (default / "mediamirror").is_dir() else None
+
+
+def side_home(work: Path, name: str, media: Path, pythonpath: str) -> tuple[Path, dict[str, str]]:
+    """A home of its own for one side of the comparison, synced by that side's code."""
+    home = work / f"jobs-home-{name}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / "config.yaml").write_text(CONFIG)
+    env = mm_env(home, {"MEDIAMIRROR_AUTO_POSTPROCESS": "false", "PYTHONPATH": pythonpath})
+    run_timed([MEDIAMIRROR, "source", "add", "jobs", f"file://{media}"], env=env)
+    run_timed([MEDIAMIRROR, "sync", "jobs", "--quiet"], env=env)
+    return home, env
+
+
+def compare_base(
+    work: Path, media: Path, jobs: int, base_src: Path, rounds: int, quiet_wait: float
+) -> BenchResult:
+    """``worker --burst`` of this tree and of commit 1afa7bc on the same no-op jobs,
+    interleaved (ABBA...) in one run; each side has its own SQLite catalog."""
+    result = BenchResult("jobs-vs-base")
+    sides = {
+        "change": side_home(work, "change", media, str(BENCH_DIR)),
+        BASE_COMMIT: side_home(work, "base", media, f"{base_src}{os.pathsep}{BENCH_DIR}"),
+    }
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    for n in range(rounds):
+        order = list(sides) if n % 2 == 0 else list(reversed(sides))
+        for name in order:
+            home, env = sides[name]
+            since = requeue(env, home)
+            state = wait_quiet(quiet_wait)
+            child = run_child_rusage([MEDIAMIRROR, "worker", "--burst"], env=env)
+            span = job_span(home / "catalog.db", since)
+            if span.states.get("success") != jobs or span.jobs != jobs:
+                raise RuntimeError(f"{name}: not every job succeeded: {span.states}")
+            cpu = child.user_seconds + child.system_seconds
+            measured[name].append((jobs / child.seconds, cpu / jobs * 1000))
+            result.note(
+                f"round {n + 1}, {name}: {jobs / child.seconds:,.0f} jobs/s "
+                f"({child.seconds:.2f} s wall), {cpu / jobs * 1000:.2f} ms CPU per job ({state})"
+            )
+    change, base = measured["change"], measured[BASE_COMMIT]
+    rate_ratio = statistics.median(c[0] for c in change) / statistics.median(b[0] for b in base)
+    cpu_ratio = statistics.median(b[1] for b in base) / statistics.median(c[1] for c in change)
+    pairs = [c[0] / b[0] for c, b in zip(change, base, strict=True)]
+    result.row(
+        f"no-op jobs/s through worker --burst on SQLite, change / {BASE_COMMIT} (wall, medians)",
+        rate_ratio,
+        "x",
+        f">= {TARGET_VS_BASE}",
+        rate_ratio >= TARGET_VS_BASE,
+    )
+    result.row(
+        f"no-op jobs per CPU second, change / {BASE_COMMIT} (user+sys, medians)", cpu_ratio, "x"
+    )
+    result.row("no-op jobs/s, change (median)", statistics.median(c[0] for c in change), "jobs/s")
+    result.row(
+        f"no-op jobs/s, {BASE_COMMIT} (median)", statistics.median(b[0] for b in base), "jobs/s"
+    )
+    result.row("worker CPU per job, change (median)", statistics.median(c[1] for c in change), "ms")
+    result.row(
+        f"worker CPU per job, {BASE_COMMIT} (median)", statistics.median(b[1] for b in base), "ms"
+    )
+    result.note("per-round wall ratios change / base: " + ", ".join(f"{r:.2f}" for r in pairs))
+    result.raw = {"change": change, "base": base, "jobs": jobs, "rounds": rounds}
+    result.commands.append(
+        f"git archive {BASE_COMMIT} | tar -x -C /tmp/base-{BASE_COMMIT}; "
+        f"PYTHONPATH=/tmp/base-{BASE_COMMIT}/src:benchmarks mediamirror worker --burst "
+        "(beside the same command of this tree, interleaved)"
+    )
+    for side in sides.values():
+        shutil.rmtree(side[0], ignore_errors=True)
+    return result
+
+
 def run(
     work: Path,
     *,
@@ -430,6 +523,8 @@ def run(
     concurrency: int | None = None,
     what_ifs: bool = True,
     quiet_wait: float = 240.0,
+    base_src: Path | None = None,
+    rounds: int = 3,
 ) -> BenchResult:
     result = BenchResult("jobs")
     started = time.perf_counter()
@@ -517,6 +612,15 @@ def run(
         profile_pyspy(env, home, work, result)
         if what_ifs:
             run_what_ifs(env, home, work, result, rate_wall, quiet_wait)
+    if base_src is not None and rounds > 0:
+        say(f"  side by side with {BASE_COMMIT} ({base_src}), {rounds} round(s) each")
+        versus = compare_base(work, media, jobs, base_src, rounds, quiet_wait)
+        result.rows += versus.rows
+        result.notes += versus.notes
+        result.commands += versus.commands
+        result.raw["vs_base"] = versus.raw
+    else:
+        result.note(f"no tree of {BASE_COMMIT} given (--base): side-by-side row skipped")
     shutil.rmtree(media, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
     result.seconds = time.perf_counter() - started
@@ -537,6 +641,14 @@ def main() -> None:
         "--no-what-if", action="store_true", help="skip the what-if runs after a profile"
     )
     parser.add_argument("--quiet-wait", type=float, default=240.0)
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help=f"src/ of commit {BASE_COMMIT} (default /tmp/base-{BASE_COMMIT}/src if present)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="side-by-side rounds (0: skip the comparison)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write raw results here")
     args = parser.parse_args()
@@ -549,6 +661,8 @@ def main() -> None:
         concurrency=args.concurrency,
         what_ifs=not args.no_what_if,
         quiet_wait=args.quiet_wait,
+        base_src=base_tree(args.base),
+        rounds=args.rounds,
     )
     for row in result.rows:
         say(f"{row.figure}: {row.shown()} {row.target} {row.verdict()}")

@@ -111,6 +111,12 @@ def test_source_add_list_show_remove(sqlite_cli: Cli, bucket: S3Bucket) -> None:
     shown = cli.run("source", "show", "media", "--json").json()
     assert shown["name"] == "media"
     assert shown["runs"] == []
+    # The connection check lists the first page and writes nothing.
+    checked = cli.run("source", "check", "media").stdout.strip()
+    assert re.fullmatch(r"media: 1 key seen in [\d.e-]+ s", checked), checked
+    assert cli.run("source", "check", "media", "--json").json()["keys"] == 1
+    missing = cli.run("source", "check", "nope", ok=False)
+    assert_one_error_line(missing, "nope")
     assert summary_of(cli.run("sync", "media"))["added"] == 1
     shown = cli.run("source", "show", "media", "--json").json()
     assert [(r["state"], r["added"], r["listed"]) for r in shown["runs"]] == [("success", 1, 1)]

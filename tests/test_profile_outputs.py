@@ -515,9 +515,13 @@ def test_a_png_pushed_by_an_s3_event_becomes_a_mirrored_pyramid_served_by_iiif(
     )
     assert "error" not in worker.stdout, worker.stdout
 
-    # The image bucket mirrors the source: nothing but the pyramid, at the key's stem.
-    assert images.keys() == ["isaac_gala/lantern.tif"]
-    assert svc.folder(result["dataset"]).meta["outputs"] == {"pyramid": "isaac_gala/lantern.tif"}
+    # The image bucket mirrors the source: nothing but the pyramid and its thumbnail, at
+    # the key's stem.
+    assert images.keys() == ["isaac_gala/lantern.thumb.jpg", "isaac_gala/lantern.tif"]
+    assert svc.folder(result["dataset"]).meta["outputs"] == {
+        "pyramid": "isaac_gala/lantern.tif",
+        "thumbnail": "isaac_gala/lantern.thumb.jpg",
+    }
     body = s3_client.get_object(Bucket=images.name, Key="isaac_gala/lantern.tif")["Body"].read()
     pyramid = pyvips.Image.new_from_buffer(body, "")
     assert (pyramid.width, pyramid.height) == (1024, 768)

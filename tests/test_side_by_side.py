@@ -197,9 +197,9 @@ def test_one_crontab_run_runs_each_sources_processors_and_lays_out_its_images(
         assert video["processing"]["video"]["state"] == "success", source
 
     # rbsc: the pyramid is at the key relative to digital/, in the image bucket, and the
-    # image bucket holds nothing else.
+    # image bucket holds nothing else but its thumbnail.
     images = inst.buckets["images"]
-    assert images.keys() == ["isaac_gala/lantern.tif"]
+    assert images.keys() == ["isaac_gala/lantern.thumb.jpg", "isaac_gala/lantern.tif"]
     body = s3_client.get_object(Bucket=images.name, Key="isaac_gala/lantern.tif")["Body"].read()
     pyramid = pyvips.Image.new_from_buffer(body, "")
     assert (pyramid.width, pyramid.height) == (600, 400)
@@ -207,7 +207,10 @@ def test_one_crontab_run_runs_each_sources_processors_and_lays_out_its_images(
     half = pyvips.Image.new_from_buffer(body, "", page=1)
     assert (half.width, half.height) == (300, 200)
     lantern = inst.folders("rbsc")["/rbsc/isaac_gala/Large image lantern.png"]
-    assert lantern.meta["outputs"] == {"pyramid": "isaac_gala/lantern.tif"}
+    assert lantern.meta["outputs"] == {
+        "pyramid": "isaac_gala/lantern.tif",
+        "thumbnail": "isaac_gala/lantern.thumb.jpg",
+    }
 
 
 def test_premiere_gets_video_and_pose_with_results_in_the_results_store(

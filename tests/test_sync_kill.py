@@ -1,7 +1,8 @@
 """A sync killed with SIGKILL, and the lease that keeps two syncs of a source apart.
 
-The kill is real: ``mediamirror sync`` runs as a subprocess, the test waits until the
-catalog holds some but not all of the keys, then kills it. The next sync must not be
+The kill is real: ``mediamirror sync`` runs as a subprocess, the test lets it run in short
+slices (SIGCONT ... SIGSTOP) until the catalog holds some of the keys, then kills it: a
+sync caught mid-way however fast it runs and however busy the machine is. The next sync must not be
 blocked by the dead holder's lease, and must leave the catalog equal to the store.
 """
 
@@ -67,6 +68,25 @@ def item_count(catalog: Catalog) -> int:
         return int(conn.execute(select(func.count()).select_from(ITEMS)).scalar_one())
 
 
+#: How long the sync runs between two looks at the catalog: a few pages at most.
+SLICE_SECONDS = 0.002
+
+
+def run_until_some_items(proc: subprocess.Popen[str], catalog: Catalog) -> int:
+    """Let ``proc`` run in short slices until the catalog holds items; it is left stopped
+    (SIGSTOP) with the count seen. 0 when it ended or time ran out first."""
+    deadline = time.monotonic() + 120
+    os.kill(proc.pid, signal.SIGSTOP)
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen = item_count(catalog)
+        if seen > 0:
+            return seen
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(SLICE_SECONDS)
+        os.kill(proc.pid, signal.SIGSTOP)
+    return 0
+
+
 def dead_owner() -> str:
     """The owner string a process of this machine had before it ended."""
     proc = subprocess.Popen(
@@ -100,13 +120,7 @@ def test_killed_sync_is_resumed_by_the_next_one(
 
     proc = cli.popen("sync", "big")
     try:
-        deadline = time.monotonic() + 60
-        seen = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            seen = item_count(catalog)
-            if seen > 0:
-                break
-            time.sleep(0.005)
+        seen = run_until_some_items(proc, catalog)
         assert 0 < seen < len(expected), f"sync was not caught mid-way ({seen} items)"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -145,10 +159,9 @@ def test_interrupted_sync_records_its_run_and_releases_the_lease(
     )
     proc = cli.popen("sync", "big")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and item_count(catalog) == 0:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGINT)
+        assert run_until_some_items(proc, catalog) > 0, "sync was not caught mid-way"
+        os.kill(proc.pid, signal.SIGINT)  # delivered when it runs again
+        os.kill(proc.pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()

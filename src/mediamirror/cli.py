@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
 import sys
+import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
-import click
 
-from mediamirror import __version__, interrupt, logs
-from mediamirror.config import Settings, load_settings
-from mediamirror.errors import MediamirrorError
-from mediamirror.redact import redact, remember_env
-from mediamirror.stores import PRESETS
+def _without_httpx_cli() -> None:
+    """httpx imports its own command line (``httpx._main``: rich, pygments) whenever they
+    are installed, a tenth of this command's start-up; mediamirror never runs it. A stand-in
+    is registered first, before anything imports httpx (nothing else changes in httpx)."""
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    stub = types.ModuleType("httpx._main")
+
+    def main(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise SystemExit("the httpx command line is not loaded inside mediamirror")
+
+    stub.main = main  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stub
+
+
+_without_httpx_cli()
+
+import click  # noqa: E402
+
+from mediamirror import __version__, interrupt, logs  # noqa: E402
+from mediamirror.config import Settings, load_settings  # noqa: E402
+from mediamirror.errors import MediamirrorError  # noqa: E402
+from mediamirror.redact import redact, remember_env  # noqa: E402
+from mediamirror.stores import PRESETS  # noqa: E402
+
+#: Catalogs the commands of this process opened (closed by :func:`_exit_now`).
+_CATALOGS: list[Any] = []
 
 
 class Context:
@@ -33,6 +57,7 @@ class Context:
             from mediamirror.catalog import Catalog
 
             self._catalog = Catalog(self.settings.catalog_url)
+            _CATALOGS.append(self._catalog)
         return self._catalog
 
 
@@ -302,6 +327,27 @@ def source_show(obj: Context, name: str, as_json: bool) -> None:
             f"+{run['added']} ~{run['changed']} -{run['deleted']} ={run['unchanged']}"
             + (f"  {run['error']}" if run["error"] else "")
         )
+
+
+@source.command("check")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def source_check(obj: Context, name: str, as_json: bool) -> None:
+    """List the first page of source NAME with short timeouts and say in one line what the
+    store answered (N keys seen in S s, or the exact reason); exit 1 when it failed. The
+    web UI's "Check connection"; writes nothing."""
+    from mediamirror.source_check import check_existing_source
+
+    result = check_existing_source(obj.catalog, name, env=obj.env, settings=obj.settings)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    elif result.ok:
+        click.echo(f"{name}: {result.message}")
+    if not result.ok:
+        if not as_json:
+            click.echo(f"error: {name}: {result.message}", err=True)
+        sys.exit(1)
 
 
 @source.command("remove")
@@ -604,6 +650,7 @@ def demo(obj: Context, large_image_px: int, no_process: bool, serve_after: bool,
 
 
 from mediamirror.cli_config import register as _register_config  # noqa: E402
+from mediamirror.cli_find import register as _register_find  # noqa: E402
 from mediamirror.cli_jobs import register as _register_jobs  # noqa: E402
 from mediamirror.cli_service import register as _register_service  # noqa: E402
 from mediamirror.events.cli import register as _register_events  # noqa: E402
@@ -614,6 +661,7 @@ _register_service(cli, pass_ctx)
 _register_events(cli, pass_ctx)
 _register_notify(cli, pass_ctx)
 _register_config(cli, pass_ctx)
+_register_find(cli, pass_ctx)
 worker_command = cli.commands["worker"]
 
 
@@ -628,10 +676,38 @@ def _interrupted(exc: BaseException | None) -> bool:
     return False
 
 
+def _exit_now() -> None:
+    """End the process at once after a command that succeeded, when ``main`` is the
+    program's entry point (the console script, ``python -m``) and no other thread runs:
+    output flushed, the catalog closed (SQLite's WAL checkpointed as before), the exit
+    handlers run (log files), then ``os._exit(0)``, without the interpreter's teardown of
+    every module and object (about 0.1 s of a command that used the catalog). Anywhere
+    else (main called in-process, a thread still alive, output that cannot be flushed)
+    it returns and Python exits as usual."""
+    caller = sys._getframe(2)  # _exit_now <- main <- the program, or an in-process caller
+    if caller.f_globals.get("__name__") != "__main__" or threading.active_count() > 1:
+        return
+    try:
+        for catalog in _CATALOGS:
+            catalog.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        return
+    os._exit(0)
+
+
 def main() -> None:
     """Entry point: one clear line for every expected error, never a traceback."""
     try:
         cli.main(standalone_mode=False)
+        _exit_now()
     except click.exceptions.Abort as exc:
         # Click turns Ctrl-C into Abort (after a blank line closing the terminal's ^C).
         if _interrupted(exc):

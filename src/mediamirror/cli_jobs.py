@@ -84,12 +84,19 @@ def _status(obj: Any, inspect_timeout: float) -> dict[str, Any]:
     }
     from sqlalchemy import select
 
+    # Roles one process plays across all (scheduler, SQS consumer, notification sender,
+    # dispatcher...) and running syncs: every live lease but the workers' registrations.
     with catalog.read() as conn:
-        row = conn.execute(
-            select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == dispatch.LEASE)
-        ).first()
-    if row is not None and row.expires_at > utcnow() and not owner_is_dead(row.owner):
-        info["dispatcher"] = row.owner
+        rows = conn.execute(
+            select(LEASES.c.name, LEASES.c.owner, LEASES.c.expires_at)
+            .where(~LEASES.c.name.startswith(dispatch.WORKER_PREFIX))
+            .order_by(LEASES.c.name)
+        ).all()
+    now = utcnow()
+    info["roles"] = {
+        r.name: r.owner for r in rows if r.expires_at > now and not owner_is_dead(r.owner)
+    }
+    info["dispatcher"] = info["roles"].get(dispatch.LEASE)
     if settings.executor == "celery" or settings.broker_url:
         info.update(_broker_status(settings, [*depths, *routes.values()], inspect_timeout))
     return info
@@ -130,6 +137,10 @@ def _print_status(info: dict[str, Any]) -> None:
         click.echo(f"broker      {info['broker']}  ({state})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(info["jobs"].items())) or "none"
     click.echo(f"jobs        {counts}")
+    roles = info["roles"]
+    click.echo(f"roles       {'' if roles else '(none held: no serve, worker or sync running)'}")
+    for name, owner in roles.items():
+        click.echo(f"  {name:38} {owner}")
     if info["executor"] != "celery":
         return
     click.echo(f"dispatcher  {info['dispatcher'] or '(none running)'}")

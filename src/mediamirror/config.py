@@ -146,6 +146,15 @@ class Settings:
         "SNS messages are trusted only if their SigningCertURL (and the SubscribeURL fetched "
         "to confirm a subscription) match this regular expression.",
     )
+    events_batch_size: int = _setting(
+        5000,
+        "Most recorded bucket events of one source the events applier applies in one transaction.",
+    )
+    events_apply_delay_seconds: float = _setting(
+        0.0,
+        "Recorded bucket events are applied no sooner than this many seconds after they "
+        "were received (0: at once). Holds events pending, e.g. to gather bigger batches.",
+    )
     events_settle_seconds: int = _setting(
         5,
         "Frames of an image sequence arriving by bucket events queue its post-processing "

@@ -27,10 +27,11 @@ from sqlalchemy import select
 
 from mediamirror import interrupt
 from mediamirror.catalog import leases
-from mediamirror.catalog.models import FOLDERS, LEASES, Source
+from mediamirror.catalog.models import FOLDERS, LEASES, Source, utcnow
 from mediamirror.errors import ConflictError, MediamirrorError
 from mediamirror.jobs.executors.local import LocalExecutor, StopSignal
 from mediamirror.jobs.model import JOBS, JobStatus
+from mediamirror.jobs.queue import of_sources
 from mediamirror.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 #: the outbox for the next run, ``serve`` or ``worker``: nothing is lost, and a cron run
 #: never hangs on a dead mail server.
 NOTIFY_WAIT_SECONDS = 30.0
+#: How often `sync --process` looks at the jobs the Celery workers run for it.
+WAIT_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -84,10 +87,16 @@ class RunReport:
     sources: list[SourceOutcome] = field(default_factory=list)
     jobs: list[JobOutcome] = field(default_factory=list)
     notifications: Delivered | None = None  # None: stopped before delivering
+    #: Celery executor: jobs of these sources still queued when no worker was left to run them.
+    left_queued: int = 0
 
     @property
     def failed(self) -> bool:
-        return any(s.error for s in self.sources) or bool(self._failed_jobs())
+        return (
+            any(s.error for s in self.sources)
+            or bool(self._failed_jobs())
+            or bool(self.left_queued)
+        )
 
     def _failed_jobs(self) -> list[JobOutcome]:
         return [j for j in self.jobs if j.state == JobStatus.ERROR.value]
@@ -97,7 +106,10 @@ class RunReport:
         counts = f"{ok} succeeded, {len(self._failed_jobs())} failed"
         # Canceled by someone during the run: neither a success nor a failure.
         canceled = len(self.jobs) - ok - len(self._failed_jobs())
-        return counts + (f", {canceled} canceled" if canceled else "")
+        counts += f", {canceled} canceled" if canceled else ""
+        if self.left_queued:
+            counts += f", {self.left_queued} left queued (no live Celery worker)"
+        return counts
 
     def _delivered(self) -> Delivered | None:
         """What to say about notifications: nothing when no channel is configured."""
@@ -248,9 +260,14 @@ def _sync(services: Services, source: Source) -> SourceOutcome:
     return outcome
 
 
-def _run_jobs(services: Services, source_ids: list[int], stop: StopSignal) -> list[JobOutcome]:
-    """Run the queued jobs of these sources until none is left; their final states."""
+def _run_jobs(
+    services: Services, source_ids: list[int], stop: StopSignal, report: RunReport
+) -> list[JobOutcome]:
+    """Run the queued jobs of these sources until none is left; their final states. With
+    the celery executor the workers run them and this waits for them."""
     settings = services.settings
+    if settings.executor == "celery":
+        return _await_workers(services, source_ids, stop, report)
     executor = LocalExecutor(
         services,
         settings.worker_count,
@@ -259,6 +276,42 @@ def _run_jobs(services: Services, source_ids: list[int], stop: StopSignal) -> li
     )
     executor.run(burst=True, stop=stop)
     return _outcomes(services, list(dict.fromkeys(executor.finished)))
+
+
+def _active_jobs(services: Services, source_ids: list[int]) -> list[int]:
+    active = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    query = select(JOBS.c.id).where(JOBS.c.state.in_(active), of_sources(source_ids))
+    with services.catalog.read() as conn:
+        return [r.id for r in conn.execute(query)]
+
+
+def _await_workers(
+    services: Services, source_ids: list[int], stop: StopSignal, report: RunReport
+) -> list[JobOutcome]:
+    """Celery executor: the workers (their dispatchers send the queued jobs) run the jobs
+    of these sources; wait until none is queued or running. With no live worker for a
+    lease time the rest stays queued for the workers to come, and the run says so."""
+    from mediamirror.jobs import dispatch
+
+    since = utcnow()
+    seen: set[int] = set()
+    alone_since: float | None = None
+    grace = max(services.settings.job_lease_seconds, 5.0)
+    while (active := _active_jobs(services, source_ids)) and not stop.is_set():
+        seen.update(active)
+        if dispatch.live_workers(services.catalog):
+            alone_since = None
+        elif alone_since is None:
+            alone_since = time.monotonic()
+        elif time.monotonic() - alone_since > grace:
+            report.left_queued = len(active)
+            break
+        stop.wait(WAIT_POLL_SECONDS)
+    # Jobs seen waiting, and jobs queued and finished between two looks.
+    query = select(JOBS.c.id).where(JOBS.c.finished_at >= since, of_sources(source_ids))
+    with services.catalog.read() as conn:
+        seen.update(r.id for r in conn.execute(query))
+    return _outcomes(services, sorted(seen))
 
 
 def _outcomes(services: Services, job_ids: list[int]) -> list[JobOutcome]:
@@ -330,7 +383,7 @@ def run(services: Services, names: Sequence[str], stop: StopSignal = interrupt.S
                 if not outcome.busy:
                     ids.append(source.id)
             if ids:
-                report.jobs = _run_jobs(services, ids, stop)
+                report.jobs = _run_jobs(services, ids, stop, report)
     if stop.is_set():
         raise interrupt.Interrupted(interrupt.STOP.signum or signal.SIGINT)
     report.notifications = deliver(services, stop)

@@ -4,23 +4,32 @@ arguments (PREMIERE's semi-automation, the Notre Dame rerun utility)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from mediamirror import interrupt
 from mediamirror.catalog.meta import clear_marks
 from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.catalog.tree import folder_row, normalize_path
+from mediamirror.config import Settings
 from mediamirror.errors import ConfigError
 from mediamirror.jobs.queue import JobSpec, enqueue
 from mediamirror.processing.processors import for_dataset, registry
-from mediamirror.processing.processors.base import Dataset, ItemRef
+from mediamirror.processing.processors.base import Dataset, ItemRef, Processor, version_of
 from mediamirror.services import Services
 from mediamirror.settle import settled
 from mediamirror.sources import source_profiles
+from mediamirror.sync.layout import (
+    IMAGE_EXTENSIONS,
+    LARGE_IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    extension,
+)
 
 _BATCH = 500
 
@@ -52,8 +61,10 @@ def _datasets(
     recursive: bool,
     wanted: Callable[[dict[str, Any]], bool],
     limit: int | None,
+    media_only: bool = False,
 ) -> Iterator[Dataset]:
-    """Datasets at or below ``path`` whose metadata passes ``wanted``, with their items."""
+    """Datasets at or below ``path`` whose metadata passes ``wanted``, with their items
+    (``media_only``: only videos, images and large images, see :func:`_media_inputs`)."""
     path = normalize_path(path)
     with services.catalog.read() as conn:
         root = folder_row(conn, path)
@@ -75,21 +86,80 @@ def _datasets(
         chunk = rows[i : i + _BATCH]
         items: dict[int, list[ItemRef]] = {r.id: [] for r in chunk}
         with services.catalog.read() as conn:
-            for it in conn.execute(
-                select(
-                    ITEMS.c.id,
-                    ITEMS.c.key,
-                    ITEMS.c.name,
-                    ITEMS.c.size,
-                    ITEMS.c.etag,
-                    ITEMS.c.folder_id,
-                )
-                .where(ITEMS.c.folder_id.in_(list(items)), ITEMS.c.state == "present")
-                .order_by(ITEMS.c.key)
-            ):
-                items[it.folder_id].append(ItemRef(it.id, it.key, it.name, it.size, it.etag))
+            rows_by_folder = itertools.groupby(_item_rows(conn, list(items)), itemgetter(0))
+            for fid, found in rows_by_folder:
+                if media_only:
+                    items[fid] = [
+                        ItemRef(i, k, n, s, e)
+                        for _, i, k, n, s, e in found
+                        if extension(n) in _MEDIA_EXTENSIONS
+                    ]
+                else:
+                    items[fid] = [ItemRef(i, k, n, s, e) for _, i, k, n, s, e in found]
         for r in chunk:
             yield Dataset(r.id, r.path, r.source_id, dict(r.meta), items[r.id])
+
+
+def _item_rows(conn: Connection, folder_ids: list[int]) -> list[tuple[Any, ...]]:
+    """``(folder_id, id, key, name, size, etag)`` of the present items of these folders,
+    each folder's in key order (by folder first: the order of the ``(folder_id, key)``
+    index, so the database sorts nothing). On SQLite straight through the driver: a first
+    sync of a million files reads every one of them here, and SQLAlchemy's per-row result
+    processing cost more than the query."""
+    if conn.dialect.name != "sqlite":
+        query = (
+            select(
+                ITEMS.c.folder_id,
+                ITEMS.c.id,
+                ITEMS.c.key,
+                ITEMS.c.name,
+                ITEMS.c.size,
+                ITEMS.c.etag,
+            )
+            .where(ITEMS.c.folder_id.in_(folder_ids), ITEMS.c.state == "present")
+            .order_by(ITEMS.c.folder_id, ITEMS.c.key)
+        )
+        return [tuple(row) for row in conn.execute(query)]
+    marks = ", ".join("?" * len(folder_ids))
+    sql = (
+        "SELECT folder_id, id, key, name, size, etag FROM items"
+        f" WHERE folder_id IN ({marks}) AND state = 'present' ORDER BY folder_id, key"
+    )
+    cursor = conn.connection.cursor()
+    try:
+        rows: list[tuple[Any, ...]] = cursor.execute(sql, folder_ids).fetchall()
+        return rows
+    finally:
+        cursor.close()
+
+
+#: Extensions of every file a built-in processor can take as input: only these classify
+#: as a video, an image or a large image, whatever the size or the images mode.
+_MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | LARGE_IMAGE_EXTENSIONS
+
+
+def _media_inputs(settings: Settings) -> bool:
+    """True when every registered processor finds its inputs as the built-in ones do
+    (their own ``inputs`` picks videos, images or large images, and the default
+    ``input_version`` digests those): then a dataset read for post-processing needs no
+    other item (in a folder of a million files, mostly not media, that is most of the
+    work). Processors from plugins or ``python:`` settings may read any item: with one
+    registered, every item is read."""
+    from mediamirror.processing.processors.command import CommandProcessor
+    from mediamirror.processing.processors.images import ImagesProcessor
+    from mediamirror.processing.processors.pyramid import PyramidProcessor
+    from mediamirror.processing.processors.video import VideoProcessor
+
+    known = {
+        ImagesProcessor.inputs,
+        VideoProcessor.inputs,
+        PyramidProcessor.inputs,
+        CommandProcessor.inputs,
+    }
+    return all(
+        type(p).inputs in known and type(p).input_version is Processor.input_version
+        for p in registry(settings).values()
+    )
 
 
 def marked(meta: dict[str, Any]) -> bool:
@@ -122,7 +192,7 @@ def postprocess(
     args = {"skip_transcoding": True} if skip_transcoding else {}
     picked: list[int] = []
     wanted = pending if only_pending else marked
-    found = _datasets(services, path, recursive, wanted, limit)
+    found = _datasets(services, path, recursive, wanted, limit, _media_inputs(settings))
     profiles = source_profiles(services.catalog)
     # Deferred datasets keep their mark: a later sync queues them once their files settle.
     for ds in settled(services.catalog, found, settings.settle_seconds, plan.deferred):
@@ -130,12 +200,21 @@ def postprocess(
         picked.append(ds.id)
         profile = profiles.get(ds.source_id) if ds.source_id is not None else None
         for proc in for_dataset(settings, ds, profile=profile):
-            if proc.inputs(ds):
-                version = proc.input_version(ds)
+            inputs = proc.inputs(ds)
+            if inputs:
+                version = _input_version(proc, ds, inputs)
                 plan.specs.append(JobSpec(proc.name, "folder", ds.id, version, dict(args)))
     plan.queued = enqueue(services.catalog, plan.specs, services.retry_policy)
     _clear_marks(services, picked)
     return plan
+
+
+def _input_version(proc: Processor, ds: Dataset, inputs: list[ItemRef]) -> str:
+    """``proc.input_version(ds)`` from the inputs already found: the default version is
+    a digest of those inputs, and finding them again classifies every item once more."""
+    if type(proc).input_version is Processor.input_version:
+        return version_of(inputs)
+    return proc.input_version(ds)
 
 
 def _clear_marks(services: Services, folder_ids: list[int]) -> None:

@@ -114,6 +114,62 @@ def add_source(
     With ``settings``, processor names are checked against the installation's processors
     (or ``known_processors``) and the profile's output location against every source
     (:func:`mediamirror.stores.output.check_profile_outputs`)."""
+    source = plan_source(
+        catalog,
+        name,
+        url,
+        env=env,
+        mount=mount,
+        include=include,
+        exclude=exclude,
+        outputs=outputs,
+        schedule=schedule,
+        settings=settings,
+        known_processors=known_processors,
+        images=images,
+        processors=processors,
+        output_url=output_url,
+        output_layout=output_layout,
+        output_endpoint_url=output_endpoint_url,
+        **store_options,
+    )
+    if check:
+        source_store(source, env).check()
+    with catalog.session() as session:
+        session.add(source)
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"a source named {name!r} or mounted at {source.mount} exists"
+            ) from exc
+    return source
+
+
+def plan_source(
+    catalog: Catalog,
+    name: str,
+    url: str,
+    *,
+    env: Mapping[str, str],
+    mount: str | None = None,
+    include: str | None = None,
+    exclude: str | None = None,
+    outputs: Sequence[StoreSpec] = (),
+    schedule: str | None = None,
+    settings: Settings | None = None,
+    known_processors: Iterable[str] | None = None,
+    images: str | None = None,
+    processors: str | Iterable[str] | None = None,
+    output_url: str | None = None,
+    output_layout: str | None = None,
+    output_endpoint_url: str | None = None,
+    **store_options: Any,
+) -> Source:
+    """The source :func:`add_source` would register, not saved: every value validated and
+    checked against the other sources (it reads the catalog, never writes to it). The
+    store is not opened: :mod:`mediamirror.source_check` lists it before anything is
+    saved."""
     from mediamirror.scheduler import validate
 
     if not _NAME.match(name):
@@ -163,14 +219,6 @@ def add_source(
                     f"mount {mount} overlaps source {other.name!r} mounted at {other.mount}"
                 )
         _check_outputs(name, spec, profile, others, settings, env)
-    if check:
-        source_store(source, env).check()
-    with catalog.session() as session:
-        session.add(source)
-        try:
-            session.commit()
-        except IntegrityError as exc:
-            raise ConflictError(f"a source named {name!r} or mounted at {mount} exists") from exc
     return source
 
 

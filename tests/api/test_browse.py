@@ -214,3 +214,18 @@ def test_frames_of_an_image_sequence_in_order(api: Deployment) -> None:
     first = api.viewer.get(body["frames"][0]["url"])
     assert first.status_code == 200
     assert first.content == Path(api.media / "frames" / "frame_0001.png").read_bytes()
+
+
+def test_reversed_sorts_are_exact_reverses_and_pages_agree(api: Deployment) -> None:
+    """Ties are broken by id in the sort's direction: ``-updated`` is ``updated`` read
+    backwards, and every page of one order is a slice of the whole (ids first, then rows)."""
+    for sort in ("name", "updated"):
+        forward = [f["id"] for f in children(api, "/sample", sort=sort)["folders"]]
+        backward = [f["id"] for f in children(api, "/sample", sort=f"-{sort}")["folders"]]
+        assert backward == forward[::-1], sort
+        paged = [
+            f["id"]
+            for offset in range(0, len(forward) + 1, 3)
+            for f in children(api, "/sample", sort=sort, offset=offset, limit=3)["folders"]
+        ]
+        assert paged == forward, sort

@@ -65,6 +65,8 @@ def operations(target: Target, *, sources_post: bool = False) -> list[Any]:
     schema = schema.include(path_regex=OURS)
     if not sources_post:
         schema = schema.exclude(method="POST", path="/api/v1/sources")
+        # The connection check lists whatever random URL it is given: never a real host.
+        schema = schema.exclude(method="POST", path="/api/v1/sources/check")
     found = [result.ok() for result in schema.get_all_operations()]
     assert len(found) >= 25, [op.label for op in found]
     return found

@@ -9,12 +9,13 @@ import signal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from jobs.fixtures import read_trace
-from mediamirror.catalog.models import FOLDERS
-from mediamirror.jobs import queue
+from mediamirror.catalog.models import FOLDERS, utcnow
+from mediamirror.jobs import dispatch, queue
 from mediamirror.jobs.executors.celery import make_app, send
+from mediamirror.jobs.model import JOBS
 from mediamirror.jobs.queue import JobSpec
 
 from .conftest import Cluster, wait_for
@@ -103,3 +104,30 @@ def test_redis_restarted_mid_run_loses_no_job(cluster: Cluster) -> None:
     assert {r.state for r in rows} == {"success"}
     for job_id in ids:
         assert _events(cluster, job_id) == ["start", "end"], f"job {job_id}"
+
+
+def test_a_message_of_several_ids_delivered_twice_runs_each_job_once(cluster: Cluster) -> None:
+    """While the queue is deep the dispatcher puts several job ids in one message; a
+    worker claims them (all in one transaction) before running them, so the same message
+    delivered twice, and one overlapping it, run each job once."""
+    ids = _enqueue(cluster, "noop", 12)
+    # Marked as sent just now: the dispatcher leaves them to the messages sent below.
+    with cluster.catalog.write() as conn:
+        conn.execute(update(JOBS).where(JOBS.c.id.in_(ids)).values(dispatched_at=utcnow()))
+    app = make_app(cluster.services().settings)
+    send(app, cluster.queue, ids, len(ids))
+    send(app, cluster.queue, ids, len(ids))
+    send(app, cluster.queue, ids[4:], 4)
+    rows = cluster.wait_ended(ids)
+    assert {(r.state, r.attempts) for r in rows} == {("success", 1)}
+    assert all(_events(cluster, job_id) == ["run"] for job_id in ids)
+    probe = _enqueue(cluster, "noop", 1)  # sent after the duplicates: ends after them
+    cluster.wait_ended(probe)
+    assert all(_events(cluster, job_id) == ["run"] for job_id in ids)
+
+
+def test_a_deep_queue_is_sent_several_ids_per_message() -> None:
+    assert dispatch.per_message(10, 4) == 1  # shallow: one id per message
+    assert dispatch.per_message(16 * 4, 4) == 4
+    assert dispatch.per_message(100_000, 8) == dispatch.MAX_PER_MESSAGE
+    assert dispatch.per_message(100, 0) == 1

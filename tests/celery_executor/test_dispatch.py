@@ -89,7 +89,14 @@ def test_windows_resends_and_status(cli: Cli, redis: RedisServer) -> None:
     assert status["queues"][DEFAULT_QUEUE] == {"queued": 3, "in_flight": 0}
     assert status["broker_messages"][QUEUE] == 5 and status["broker_error"] is None
     assert [w["node"] for w in status["workers"]] == ["probe@test"]
-    assert "redis://127.0.0.1" in cli.run("status", "--timeout", "0.2").stdout
+    assert status["roles"] == {} and status["dispatcher"] is None
+    # Roles one process plays across all (here the dispatcher): `status` names the holder.
+    acquire(catalog, dispatch.LEASE, dispatcher.owner, 60)
+    status = cli.run("status", "--json", "--timeout", "0.2").json()
+    assert status["roles"] == {dispatch.LEASE: dispatcher.owner} and status["dispatcher"]
+    text = cli.run("status", "--timeout", "0.2").stdout
+    assert "redis://127.0.0.1" in text
+    assert f"  {dispatch.LEASE:38} {dispatcher.owner}" in text.splitlines(), text
 
     # A minute on, nobody took the 4 messages: lost (the broker was flushed or restarted).
     with catalog.write() as conn:

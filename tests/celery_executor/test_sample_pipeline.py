@@ -27,6 +27,7 @@ from jobs.conftest import assert_web_mp4
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS
 from mediamirror.jobs import dispatch
+from mediamirror.jobs.model import JOBS
 from mediamirror.processing.transcode import has_encoder
 from mediamirror.samples import generate_samples
 
@@ -211,3 +212,30 @@ def test_sample_pipeline_on_celery_workers_and_two_service_processes(pipeline: P
         assert rel in files, (rel, sorted(files))
         assert assert_web_mp4(outputs / rel)["frames"] == 50, rel
     assert not any(f.endswith(".part") for f in files)
+
+
+def test_sync_process_waits_for_the_celery_workers(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The crontab line with the celery executor: the workers run the jobs, `sync
+    --process` waits for them and prints their outcome (it runs none itself)."""
+    media = tmp_path / "cron-media"
+    generate_samples(media, large_image_px=256)
+    pipeline.cli.run("source", "add", "cron", f"file://{media}", "--mount", "/cron")
+    out = pipeline.cli.run("sync", "cron", "--process", timeout=150).stdout
+    datasets = sum(1 for path in _datasets(pipeline.catalog) if path.startswith("/cron/"))
+    assert datasets and f"jobs: {datasets} succeeded, 0 failed" in out, out
+    with pipeline.catalog.read() as conn:
+        workers = [
+            r.worker
+            for r in conn.execute(
+                select(JOBS.c.worker).where(
+                    JOBS.c.target_type == "folder",
+                    JOBS.c.target_id.in_(
+                        select(FOLDERS.c.id).where(FOLDERS.c.path.startswith("/cron/"))
+                    ),
+                )
+            )
+        ]
+    assert len(workers) == datasets, workers
+    groups = {pipeline.procs[n].pid for n in ("worker-1", "worker-2")}
+    # Every job ran in a Celery worker's pool process, none in the `sync` command.
+    assert all(os.getpgid(int(w.split(":")[1])) in groups for w in workers), workers

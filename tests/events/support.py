@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from helpers import AWS_ENV, S3Bucket, free_port
 from mediamirror.catalog.db import Catalog
@@ -348,12 +348,54 @@ class Service:
         token: str | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+        settle: bool = True,
+    ) -> Any:
+        """POST a delivery. With ``settle`` (the default) an answer that recorded events
+        is followed until the applier applied them: the returned :class:`Settled` shows
+        each event's final outcome (its ``answer`` is what the endpoint said)."""
         params = {"token": token} if token else None
         url = f"{self.base}/api/v1/bucket_notifications/{path}"
         if content is None:
             content = json.dumps(body).encode()
-        return self.client.post(url, content=content, params=params, headers=dict(headers or {}))
+        jobs_before = self.last_job_id()
+        resp = self.client.post(url, content=content, params=params, headers=dict(headers or {}))
+        if not settle or resp.status_code != 200:
+            return resp
+        return self.settled(resp, jobs_before)
+
+    def last_job_id(self) -> int:
+        with self.catalog.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(JOBS.c.id), 0))).scalar_one())
+
+    def settled(self, resp: httpx.Response, jobs_before: int, timeout: float = 30) -> Settled:
+        """Wait until every event ``resp`` recorded has its final outcome."""
+        answer = resp.json()
+        if "results" not in answer:
+            return Settled(resp, answer)
+        assert all(r["outcome"] != "pending" for r in answer["results"])
+        ids = [r["id"] for r in answer["results"] if r["outcome"] == "recorded"]
+
+        def final() -> dict[int, Any] | None:
+            with self.catalog.read() as conn:
+                rows = {r.id: r for r in conn.execute(select(EVENTS).where(EVENTS.c.id.in_(ids)))}
+            done = len(rows) == len(ids) and all(r.outcome != "pending" for r in rows.values())
+            return rows if done else None
+
+        rows = self.wait_for(final, timeout, "the recorded events to be applied") if ids else {}
+        results = []
+        for given in answer["results"]:
+            if given["id"] not in rows:
+                results.append(given)
+                continue
+            row = rows[given["id"]]
+            result = {**given, "outcome": row.outcome, "detail": row.detail, "jobs": []}
+            if row.outcome == "applied" and row.source_id is not None:
+                folder = self.folder_of(row.source_id, row.key)
+                if folder is not None and (folder.meta or {}).get("type"):
+                    result["dataset"] = folder.path
+                    result["jobs"] = [j.id for j in self.jobs_of(folder.id) if j.id > jobs_before]
+            results.append(result)
+        return Settled(resp, {**answer, "outcomes": _counts(results), "results": results})
 
     def get(self, path: str, token: str, **params: Any) -> httpx.Response:
         return self.client.get(
@@ -409,6 +451,34 @@ class Service:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or check}")
             time.sleep(0.05)
+
+
+@dataclass
+class Settled:
+    """A push's answer with each recorded event's final outcome, read from the events
+    log once applied (dataset and jobs from the catalog: the jobs queued since the
+    POST); ``answer`` is the endpoint's own response."""
+
+    answer: httpx.Response
+    body: dict[str, Any]
+
+    @property
+    def status_code(self) -> int:
+        return self.answer.status_code
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.body)
+
+    def json(self) -> dict[str, Any]:
+        return self.body
+
+
+def _counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    return counts
 
 
 def start_service(
@@ -472,5 +542,5 @@ def md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
-def outcomes(resp: httpx.Response) -> list[str]:
+def outcomes(resp: Any) -> list[str]:
     return [r["outcome"] for r in resp.json()["results"]]

@@ -1,7 +1,8 @@
-"""A pushed event whose one-key read-back of the store meets a 503, a reset connection or
-a stall: retried within the request when the fault passes, else answered 503 with one
-clear line and recorded as an ``error``, with nothing of it in the catalog; the delivery
-sent again once the store answers is applied like any other.
+"""A recorded event whose key must be read back from the store (its created event has
+no size or etag) meets a 503, a reset connection or a stall: retried at once when the
+fault passes, else left ``pending`` with one clear line saying why and nothing of it in
+the catalog, and applied by the events applier once the store answers (the sender was
+told it is recorded: it does not send it again).
 
 The faults come from the real proxy of tests/faults.py between the served app and moto's
 S3 server; the app, the store and the catalog are the real things.
@@ -55,15 +56,12 @@ FAULTS: dict[str, Callable[[FaultProxy, int | None], Fault]] = {
 
 
 def _created(bucket: S3Bucket, key: str) -> dict[str, Any]:
-    info = listed(bucket, key)
-    record = s3_record(
-        bucket.name, key, size=info["size"], etag=info["etag"], sequencer=next_sequencer()
-    )
-    return s3_event(record)
+    """A created event without size and etag: applying it reads the store."""
+    return s3_event(s3_record(bucket.name, key, sequencer=next_sequencer()))
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_event_through_a_passing_store_fault_is_applied_in_the_request(
+def test_event_through_a_passing_store_fault_is_applied(
     faulty: tuple[Service, str], s3_bucket: S3Bucket, proxy: FaultProxy, fault: str
 ) -> None:
     service, token = faulty
@@ -81,33 +79,34 @@ def test_event_through_a_passing_store_fault_is_applied_in_the_request(
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_event_through_a_lasting_store_fault_is_refused_whole_then_applied_on_redelivery(
+def test_event_through_a_lasting_store_fault_stays_pending_then_is_applied(
     faulty: tuple[Service, str], s3_bucket: S3Bucket, proxy: FaultProxy, fault: str
 ) -> None:
     service, token = faulty
     s3_bucket.put(KEY, b"a clip")
-    body = _created(s3_bucket, KEY)
     injected = FAULTS[fault](proxy, None)
 
-    resp = service.post("s3", body, token=token)
+    resp = service.post("s3", _created(s3_bucket, KEY), token=token, settle=False)
 
-    # 503 asks the sender to deliver again; the outcome says why, in one line.
-    assert injected.hits == FAST["store_max_attempts"], "the read-back was retried"
-    assert resp.status_code == 503, resp.text
-    assert outcomes(resp) == ["error"]
-    detail = resp.json()["results"][0]["detail"]
-    assert detail.startswith(f"cannot list {s3_bucket.url()}"), detail
-    assert "\n" not in detail, detail
-    # Nothing half-applied: no item, no folder, no job; the event is in the log.
+    # Recorded: the sender is done; the applier keeps trying.
+    assert resp.status_code == 200, resp.text
+    assert outcomes(resp) == ["recorded"]
+    event = service.wait_for(
+        lambda: next((e for e in service.events() if e.detail), None), 60, "the first failure"
+    )
+    assert injected.hits >= FAST["store_max_attempts"], "the read-back was retried"
+    assert event.outcome == "pending"
+    assert event.detail.startswith(f"cannot list {s3_bucket.url()}"), event.detail
+    assert "\n" not in event.detail, event.detail
+    # Nothing half-applied: no item, no folder, no job.
     assert KEY not in service.items()
     assert service.folder(DATASET) is None
-    assert [(e.key, e.outcome) for e in service.events()] == [(KEY, "error")]
 
     proxy.clear()
-    again = service.post("s3", body, token=token)
+    (applied,) = service.wait_for(
+        lambda: [e for e in service.events() if e.outcome != "pending"], 60, "the event applied"
+    )
 
-    assert again.status_code == 200, again.text
-    assert outcomes(again) == ["applied"]
-    assert again.json()["results"][0]["detail"] == "added"
+    assert (applied.outcome, applied.detail) == ("applied", "added")
     assert service.items()[KEY].etag == listed(s3_bucket, KEY)["etag"]
     assert service.jobs_of(service.folder(DATASET).id), "post-processing was queued"

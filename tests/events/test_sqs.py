@@ -125,9 +125,11 @@ def test_sns_wrapped_events_through_sqs(
     assert ignored[0].key == "elsewhere/b.mp4"
 
 
-def test_messages_stay_queued_while_the_store_cannot_be_read(
+def test_a_message_is_deleted_once_recorded_even_while_the_store_cannot_be_read(
     sqlite_url: str, start: Any, s3_server: S3Server, s3_bucket: S3Bucket
 ) -> None:
+    """Recorded is durable: the message leaves the queue, the event waits in the catalog
+    (pending, with the reason) until its key can be read."""
     sqs = sqs_client(s3_server)
     url, _ = new_queue(sqs)
     service = consuming(start, sqlite_url, s3_server, url)
@@ -145,11 +147,15 @@ def test_messages_stay_queued_while_the_store_cannot_be_read(
     s3_bucket.drop()
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
 
-    errors = service.wait_for(
-        lambda: [e for e in service.events() if e.outcome == "error"], what="the error"
+    waiting = service.wait_for(
+        lambda: [e for e in service.events() if e.detail], 30, "the first failure"
     )
-    assert "does not exist" in errors[0].detail
-    assert in_flight(sqs, url) == 1  # kept for another attempt
+    assert waiting[0].outcome == "pending"
+    assert "does not exist" in waiting[0].detail
+    service.wait_for(lambda: in_flight(sqs, url) == 0, what="the message deleted")
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert "x/clip.mp4" not in service.items()
 
 
 def test_a_poison_message_does_not_hold_back_the_queue(

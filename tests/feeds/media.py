@@ -13,12 +13,15 @@
 - ``hold``: path -> an event; the answer sends half its body, then waits until the event is
   set (a download caught mid-way, for kill tests); ``held`` tells how many answers wait.
 
-``requests`` records each request's path and ``Range`` header; ``served`` counts the body
-bytes sent per path. Everything binds 127.0.0.1 on a free port.
+Every answer carries a strong ``ETag`` of the file's bytes; a ``Range`` request whose
+``If-Range`` names another version gets the whole file (200), as HTTP says.
+``requests`` records each request's path, ``Range`` and ``If-Range`` headers; ``served``
+counts the body bytes sent per path. Everything binds 127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 from collections import Counter
@@ -33,6 +36,13 @@ from helpers import free_port
 class MediaRequest:
     path: str
     range: str | None
+    if_range: str | None = None
+    #: Authorization and X-* headers, lower-cased names.
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -139,8 +149,14 @@ class MediaServer:
             def _answer(self, body: bool) -> None:
                 path = self.path.split("?", 1)[0].lstrip("/")
                 header = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
                 with server.lock:
-                    server.requests.append(MediaRequest(path, header))
+                    sent = tuple(
+                        (k.lower(), v)
+                        for k, v in self.headers.items()
+                        if k.lower() == "authorization" or k.lower().startswith("x-")
+                    )
+                    server.requests.append(MediaRequest(path, header, if_range, sent))
                     data = server.files.get(path)
                     status = server.status.get(path)
                     if status is None and server.fail_times[path] > 0:
@@ -153,6 +169,9 @@ class MediaServer:
                         server.cut[path] -= 1
                     hold = server.hold.get(path) if body else None
                     ranged = None if server.ignore_range else _parse_range(header, len(data or b""))
+                    etag = etag_of(data or b"")
+                    if if_range is not None and if_range != etag:
+                        ranged = None  # another version than the client holds: all of it
                 if status is not None or data is None:
                     self._fail(status or 404)
                     return
@@ -162,6 +181,7 @@ class MediaServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
                 self.send_header("Content-Length", str(len(chunk)))
+                self.send_header("ETag", etag)
                 if ranged:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
                 if cut or hold is not None:

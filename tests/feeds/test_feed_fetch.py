@@ -15,7 +15,7 @@ from mediamirror.errors import ProcessingError, TransientProcessingError
 from mediamirror.stores.http_fetch import fetch
 from mediamirror.stores.timeouts import StoreTimeouts
 
-from .media import MediaServer
+from .media import MediaServer, etag_of
 
 #: Random bytes, so a spliced or shifted download never compares equal by chance.
 DATA = os.urandom(3 * 1024 * 1024 + 12345)
@@ -199,3 +199,93 @@ def test_connection_refused_is_transient(tmp_path: Path) -> None:
 def test_not_http_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProcessingError, match="only http"):
         fetch("ftp://example.org/x.mp4", tmp_path / "x.mp4")
+
+
+# -- resuming across calls (a job's next attempt) -----------------------------------------------
+
+SLOW_TO_READ = StoreTimeouts(connect=2.0, read=1.0)
+
+
+def _fail_half_way(media: MediaServer, path: str, url: str, partial: Path, dest: Path) -> int:
+    """One call that receives half the file, then meets only 503s: it fails for now
+    (TransientProcessingError) and keeps what came in ``partial``; returns how much."""
+    gate = threading.Event()
+    media.hold[path] = gate  # half the body, then silence: the client's read times out
+
+    def refuse_the_next_requests() -> None:
+        deadline = time.monotonic() + 20
+        while media.served[path] < len(DATA) // 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        media.status[path] = 503
+
+    helper = threading.Thread(target=refuse_the_next_requests)
+    helper.start()
+    try:
+        with pytest.raises(TransientProcessingError, match="HTTP 503"):
+            fetch(url, dest, timeouts=SLOW_TO_READ, attempts=1, partial=partial)
+    finally:
+        helper.join()
+        gate.set()
+    del media.hold[path], media.status[path]
+    assert not dest.exists()
+    return partial.stat().st_size
+
+
+def test_a_later_call_resumes_what_a_failed_call_kept(
+    media: MediaServer, clip: str, tmp_path: Path
+) -> None:
+    path = "videos/clip.mp4"
+    partial = tmp_path / "partial" / "item-1"
+    dest = tmp_path / "scratch" / "clip.mp4"
+    dest.parent.mkdir()
+    kept = _fail_half_way(media, path, clip, partial, dest)
+    assert kept >= len(DATA) // 2
+    assert partial.read_bytes() == DATA[:kept]
+    before = media.served[path]
+
+    assert fetch(clip, dest, timeouts=FAST, partial=partial) == len(DATA)
+    assert dest.read_bytes() == DATA
+    last = media.requests_for(path)[-1]
+    # Only the rest, and only of the version whose bytes were kept.
+    assert last.range == f"bytes={kept}-" and last.if_range == etag_of(DATA)
+    deadline = time.monotonic() + 10
+    while media.served[path] - before < len(DATA) - kept and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert media.served[path] - before == len(DATA) - kept
+    assert list(partial.parent.iterdir()) == []  # nothing left behind once complete
+
+
+def test_a_file_changed_since_is_read_again_whole(
+    media: MediaServer, clip: str, tmp_path: Path
+) -> None:
+    path = "videos/clip.mp4"
+    partial = tmp_path / "partial" / "item-1"
+    dest = tmp_path / "clip.mp4"
+    _fail_half_way(media, path, clip, partial, dest)
+    changed = bytes(b ^ 0xFF for b in DATA)  # same size, other bytes
+    media.add(path, changed)
+    try:
+        assert fetch(clip, dest, timeouts=FAST, partial=partial) == len(changed)
+        # If-Range named the old version: the server sent the whole new file, never spliced.
+        assert dest.read_bytes() == changed
+    finally:
+        media.add(path, DATA)
+
+
+def test_bytes_kept_for_another_url_are_not_used(
+    media: MediaServer, clip: str, tmp_path: Path
+) -> None:
+    partial = tmp_path / "partial" / "item-1"
+    _fail_half_way(media, "videos/clip.mp4", clip, partial, tmp_path / "clip.mp4")
+    other = media.add("videos/other.mp4", DATA)
+    assert fetch(other, tmp_path / "other.mp4", timeouts=FAST, partial=partial) == len(DATA)
+    assert [r.range for r in media.requests_for("videos/other.mp4")] == [None]
+
+
+def test_a_failure_for_good_keeps_nothing(media: MediaServer, clip: str, tmp_path: Path) -> None:
+    partial = tmp_path / "partial" / "item-1"
+    _fail_half_way(media, "videos/clip.mp4", clip, partial, tmp_path / "clip.mp4")
+    media.missing.add("videos/clip.mp4")
+    with pytest.raises(ProcessingError, match="does not exist"):
+        fetch(clip, tmp_path / "clip.mp4", timeouts=FAST, partial=partial)
+    assert list(partial.parent.iterdir()) == []

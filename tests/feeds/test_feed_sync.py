@@ -374,6 +374,28 @@ def test_http_range_reads_and_downloads(
     assert (tmp_path / "h1.mp4").read_bytes() == body
 
 
+def test_file_downloads_carry_the_cms_token_only_to_its_own_host(
+    cms: CmsServer, catalog: Catalog, media: Any, tmp_path: Path
+) -> None:
+    body = b"frame" * 300
+    cms.add("f1", "clip", media.add("/d/f1.mp4", body), size=len(body))
+    settings = settings_for(cms, file_headers={"X-Files-Key": "files-key-7"})
+    add_source(catalog, "premiere", "feed://premiere", env={}, mount="/premiere")
+    run(catalog, settings)
+    store = Services(catalog, settings, {}).source_store(get_source(catalog, "premiere").id)
+    store.download("f1/clip.mp4", tmp_path / "f1.mp4")
+    assert store.read_range("f1/clip.mp4", 5, 5) == body[5:10]
+    sent = [dict(r.headers) for r in media.requests_for("d/f1.mp4")]
+    # The file server is another host than the CMS: its files get file_headers, never the
+    # CMS's bearer token.
+    assert sent == [{"x-files-key": "files-key-7"}] * 2, sent
+    config = parse_feeds({"premiere": expand_vars(cms.feed_block(), cms.env)})["premiere"]
+    own = config.headers_for(cms.graphql_url.replace("/graphql", "/files/f1.mp4"))
+    assert own == {"Authorization": f"Bearer {cms.token}"}  # the CMS's own files: its token
+    assert config.headers_for("https://cdn.example.org/f1.mp4") == {}
+    configure({})
+
+
 def test_a_long_walk_keeps_the_sync_lease(cms: CmsServer, catalog: Catalog, feed: Settings) -> None:
     for i in range(14):
         cms.add(f"r{i:02d}", f"clip{i}", f"http://127.0.0.1:9/{i}.mp4")
@@ -404,3 +426,59 @@ def test_credential_headers_are_secrets_whole(cms: CmsServer) -> None:
     parse_feeds({"premiere": cms.feed_block(headers=headers)})
     shown = redact("sent Bearer literal-feed-token-42 as text/x-feed")
     assert "literal-feed-token-42" not in shown and "text/x-feed" in shown
+
+
+def test_records_are_written_while_the_walk_goes_on(
+    cms: CmsServer, catalog: Catalog, feed: Settings
+) -> None:
+    """The engine takes the feed's pages as they come: the first page's records are in the
+    catalog while later pages are still on their way (not sorted after the whole walk)."""
+    for i in range(6):
+        cms.add(f"r{i}", f"clip{i}", f"http://127.0.0.1:9/{i}.mp4")
+    cms.slow, cms.fault_from = 3.0, 2  # pages 2 and 3: 3 s each; page 1 at once
+    summary: list[Any] = []
+    syncing = threading.Thread(target=lambda: summary.append(run(catalog, feed)))
+    syncing.start()
+    try:
+        deadline = time.monotonic() + 5.5
+        seen: set[str] = set()
+        while time.monotonic() < deadline and syncing.is_alive():
+            seen = present(catalog)
+            if seen:
+                break
+            time.sleep(0.02)
+        walking = syncing.is_alive()
+    finally:
+        syncing.join(30)
+    assert seen == {"r0/clip0.mp4", "r1/clip1.mp4"} and walking, (seen, walking)
+    assert summary and (summary[0].added, summary[0].deleted) == (6, 0)
+    assert present(catalog) == {f"r{i}/clip{i}.mp4" for i in range(6)}
+
+
+def test_a_failed_walk_keeps_the_records_it_wrote_and_deletes_nothing(
+    cms: CmsServer, catalog: Catalog, feed: Settings
+) -> None:
+    """Records of the pages before a failure are written (they are in the feed); records
+    gone, or on pages never read, are not marked deleted: the walk was not complete."""
+    for i in range(6):
+        cms.add(f"r{i}", f"clip{i}", f"http://127.0.0.1:9/{i}.mp4")
+    run(catalog, feed)
+    new = cms.add("n0", "new0", "http://127.0.0.1:9/n0.mp4")
+    cms.records.remove(new)
+    cms.records.insert(0, new)  # first in the feed, on page 1
+    cms.remove("r1")  # page 1 is now n0, r0; r1 is gone
+    cms.set_version("r0", "v2")
+    cms.fault_from, cms.down = 2, True  # page 2 fails
+    with pytest.raises(StoreError, match="page 2"):
+        run(catalog, feed)
+    items = catalog_items(catalog)
+    assert items["n0/new0.mp4"].state == "present"
+    assert items["r0/clip0.mp4"].etag == "v2"
+    assert present(catalog) == {"n0/new0.mp4"} | {f"r{i}/clip{i}.mp4" for i in range(6)}
+    last = recent_runs(catalog, get_source(catalog, "premiere").id, limit=1)[0]
+    assert last["state"] == "error" and last["deleted"] == 0
+
+    cms.down = False  # a complete walk: now r1 is gone
+    summary = run(catalog, feed)
+    assert (summary.added, summary.changed, summary.deleted) == (0, 0, 1)
+    assert present(catalog) == {"n0/new0.mp4"} | {f"r{i}/clip{i}.mp4" for i in range(6) if i != 1}

@@ -225,6 +225,8 @@ def test_s3_source_to_s3_output_store(
         "derived/src/videos/Video old.avi/poster.jpg",
         "derived/pyramids/src/large/slide.tif.tif",
         "derived/src/frames/frames/f2.tif.jpg",
+        "derived/src/large/Large image slide.tif/thumbnail.jpg",
+        "derived/src/frames/thumbnail.jpg",
     }
     local = tmp_path / "old.mp4"
     s3_client.download_file(out.name, "derived/src/videos/Video old.avi/old.mp4", str(local))

@@ -101,6 +101,25 @@ def test_process_runs_jobs_queued_before_for_its_source(sqlite_lab: Lab) -> None
     assert lab.job(job.id).state == "success"
 
 
+def test_process_with_celery_and_no_live_worker_leaves_the_jobs_queued(sqlite_lab: Lab) -> None:
+    """With the celery executor `sync --process` runs no job itself: with no live worker
+    for a lease time it says how many jobs wait for the workers and exits 1."""
+    lab = sqlite_lab
+    as_video(lab, "Noop")
+    add_videos(lab, "cam", "a.mp4", "b.mp4")
+    env = {
+        "MEDIAMIRROR_EXECUTOR": "celery",
+        "MEDIAMIRROR_BROKER_URL": "redis://127.0.0.1:1/0",  # never reached: no worker
+        "MEDIAMIRROR_JOB_LEASE_SECONDS": "5",
+    }
+    out = lab.run("sync", "cam", "--process", ok=False, **env)
+    assert out.returncode == 1, out
+    assert "jobs: 0 succeeded, 0 failed, 2 left queued (no live Celery worker)" in (
+        out.stdout.splitlines()
+    ), out
+    assert sorted(j.state for j in lab.jobs()) == ["queued", "queued"]
+
+
 def test_failing_job_exits_1_with_its_reason(sqlite_lab: Lab) -> None:
     lab = sqlite_lab
     as_video(lab, "AlwaysFail")

@@ -191,7 +191,7 @@ def sign_in(page: Any, token: str) -> None:
     page.goto("/ui/sign-in")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    page.wait_for_url("**/ui/browse")
+    page.wait_for_url("**/ui/overview")  # the home page
     page.wait_for_selector(".shell .who")
 
 

@@ -80,7 +80,7 @@ def test_the_one_time_sign_in_link(open_page: Any, app: Deployment) -> None:
     page = open_page()
     link = app.login_link()
     page.goto(link)
-    page.wait_for_url("**/ui/browse")
+    page.wait_for_url("**/ui/overview")  # the home page
     expect(page.locator(".who-role")).to_have_text("Admin")
     # Used once: a second visit is refused with a readable message.
     other = open_page()
@@ -96,6 +96,7 @@ def test_the_one_time_sign_in_link(open_page: Any, app: Deployment) -> None:
 def test_browse_to_the_videos_folder(open_page: Any, app: Deployment) -> None:
     expect = _expect()
     page = open_page(app.admin_token)
+    page.goto("/ui/browse")  # the catalog's root (the home page is the overview)
     root_rows = page.locator("[data-testid=folders] tbody tr")
     expect(root_rows).to_have_count(1)
     expect(root_rows.locator(".badge")).to_have_text("Source")

@@ -8,8 +8,8 @@ usual).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,11 +29,36 @@ _ITEM_COLUMNS = (
 
 
 def sqlite_datetime(d: datetime) -> str:
-    """SQLAlchemy's SQLite DateTime storage format (UTC values, no zone)."""
-    return (
-        f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
-        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}"
-    )
+    """SQLAlchemy's SQLite DateTime storage format (UTC values, no zone):
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, by the C formatter (the zone suffix cut off)."""
+    return d.isoformat(" ", "microseconds")[:26]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def sqlite_ns_times(values: Iterable[int]) -> list[str]:
+    """:func:`sqlite_datetime` of ``1970 + ns // 1000`` microseconds for each ``ns`` (a
+    file's ``st_mtime_ns``: the time cut to the microsecond, before 1970 too), without a
+    datetime per value: the text of each distinct second is built once."""
+    seconds: dict[int, str] = {}
+    texts = []
+    for ns in values:
+        second, micros = divmod(ns // 1000, 1_000_000)
+        text = seconds.get(second)
+        if text is None:
+            text = seconds[second] = sqlite_datetime(_EPOCH + timedelta(seconds=second))[:19]
+        texts.append(f"{text}.{micros:06d}")
+    return texts
+
+
+def insert_sqlite_items(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """:func:`insert_items` of rows already in SQLite's stored form: datetimes as
+    :func:`sqlite_datetime` text, ``needs_processing`` as 0 or 1."""
+    if rows:
+        marks = ", ".join(["?"] * len(_ITEM_COLUMNS))
+        sql = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({marks})"
+        conn.exec_driver_sql(sql, list(rows))
 
 
 def insert_items(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:

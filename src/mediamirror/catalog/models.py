@@ -93,7 +93,11 @@ class Folder(Base):
     """A node of the mirrored tree; a folder whose ``meta`` has ``type`` is a dataset."""
 
     __tablename__ = "folders"
-    __table_args__ = (Index("ix_folders_parent_name", "parent_id", "name"),)
+    __table_args__ = (
+        # Pages of children in either sort read from an index alone (migration 0011).
+        Index("ix_folders_parent_name_id", "parent_id", "name", "id"),
+        Index("ix_folders_parent_updated", "parent_id", "updated_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_id: Mapped[int | None] = mapped_column(
@@ -115,7 +119,8 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("source_id", "key", name="uq_items_source_key"),
-        Index("ix_items_folder", "folder_id"),
+        # Key order within a folder, state read from the index (migration 0011).
+        Index("ix_items_folder_key", "folder_id", "key", "state", postgresql_include=["id"]),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

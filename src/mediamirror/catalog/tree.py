@@ -106,6 +106,17 @@ def walk(
     path = normalize_path(path)
     row = folder_row(conn, path)
     folder_id = row.id if row is not None else None
-    folders = (folder_dict(r) for r in conn.execute(folders_query(path, recursive, folder_id)))
-    items = (item_dict(r) for r in conn.execute(items_query(path, recursive, folder_id)))
+    folders = (folder_dict(r) for r in _streamed(conn, folders_query(path, recursive, folder_id)))
+    items = (item_dict(r) for r in _streamed(conn, items_query(path, recursive, folder_id)))
     return (folder_dict(row) if row is not None else None), folders, items
+
+
+#: Rows fetched at a time from a streamed query.
+STREAM_BATCH = 1000
+
+
+def _streamed(conn: Connection, query: Select[Any]) -> Iterator[Any]:
+    """The rows of ``query`` a batch at a time: a server-side cursor on PostgreSQL (whose
+    driver otherwise holds the whole result in memory), SQLite's own stepping cursor.
+    A whole tree of a million items never sits in memory at once."""
+    yield from conn.execute(query.execution_options(yield_per=STREAM_BATCH))

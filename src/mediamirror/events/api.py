@@ -6,12 +6,13 @@ and ``/eventbridge`` are the same endpoint under names that read well in a bucke
 API destination's configuration). ``POST
 /api/v1/bucket_notifications/gcs`` takes Google Cloud Storage notifications from a
 Pub/Sub push subscription. Each needs the push token of a source (``?token=``,
-``X-Mediamirror-Token`` or ``Authorization: Bearer``). Events are applied before the
-answer: 200 means the catalog is current (and jobs are queued); 503 means the store could
-not be read and the sender should deliver again; 400, 401 and 413 mean the delivery was
-refused. Every accepted delivery is recorded in ``events``; refused ones are counted in
-``push_refusals`` per source, channel and reason (anyone can send them: one row each would
-let them grow the catalog without a token).
+``X-Mediamirror-Token`` or ``Authorization: Bearer``). Events are recorded before the
+answer and applied right after by the events applier (:mod:`mediamirror.events.inbox`):
+200 means every event is durably recorded (``recorded`` in the answer, ``pending`` in the
+events log until applied); 400, 401 and 413 mean the delivery was refused. Every accepted
+delivery is recorded in ``events``; refused ones are counted in ``push_refusals`` per
+source, channel and reason (anyone can send them: one row each would let them grow the
+catalog without a token).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mediamirror.catalog.singleton import Singleton
 from mediamirror.errors import MediamirrorError
-from mediamirror.events import eventbridge, gcs, record, s3, sns
+from mediamirror.events import eventbridge, gcs, inbox, record, s3, sns
 from mediamirror.events.apply import EventApplier, Result, applier_for
 from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
 from mediamirror.events.routing import PUSH_PREFIX, Route
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 TOKEN_HEADER = "x-mediamirror-token"
 S3_PATHS = ("s3", "minio", "sns", "eventbridge")
 SQS_LEASE = "sqs-consumer"
+#: What the answer says of an event recorded and not applied yet.
+RECORDED = "recorded"
 
 
 # -- reading a delivery ------------------------------------------------------------------------
@@ -95,14 +98,15 @@ def _json(raw: bytes) -> Any:
 
 
 def _answer(results: list[Result]) -> JSONResponse:
-    counts = Counter(r.outcome.value for r in results)
-    failed = counts.get(Outcome.ERROR.value, 0) > 0
-    body = {
-        "received": len(results),
-        "outcomes": dict(counts),
-        "results": [r.as_dict() for r in results],
-    }
-    return JSONResponse(body, status_code=503 if failed else 200)
+    """200 once recorded: a pending event is ``recorded`` (the events log gives its
+    outcome once applied)."""
+    rows = [r.as_dict() for r in results]
+    for row in rows:
+        if row["outcome"] == Outcome.PENDING.value:
+            row["outcome"] = RECORDED
+    counts = Counter(row["outcome"] for row in rows)
+    body = {"received": len(results), "outcomes": dict(counts), "results": rows}
+    return JSONResponse(body, status_code=200)
 
 
 def _refuse(exc: EventRejected) -> JSONResponse:
@@ -189,7 +193,7 @@ def _handle_s3(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
     else:
         channel = "minio" if isinstance(doc, dict) and "EventName" in doc else "s3"
         events = s3.parse(doc, channel)
-    return applier.deliver(events, _routes_of(applier, sender), sender)
+    return inbox.record(applier, events, _routes_of(applier, sender), sender)
 
 
 def _s3_endpoint(name: str) -> Callable[..., Any]:
@@ -222,7 +226,7 @@ def liveness(name: str) -> Response:
 
 def _handle_gcs(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
     events: list[ObjectEvent] = gcs.parse(doc)
-    return applier.deliver(events, _routes_of(applier, sender), sender)
+    return inbox.record(applier, events, _routes_of(applier, sender), sender)
 
 
 @router.post("/bucket_notifications/gcs")
@@ -267,7 +271,8 @@ def list_refusals(svc: Svc, _: Viewer, source: str | None = None) -> dict[str, A
 
 
 class Consumers:
-    """SQS consumers (one thread per configured queue) and the applier's periodic work."""
+    """The events applier, SQS consumers (one thread per configured queue) and the
+    applier's periodic work."""
 
     def __init__(self, services: Services) -> None:
         from mediamirror.events.sqs import SqsConsumer, queues
@@ -275,6 +280,7 @@ class Consumers:
         self.services = services
         self.stop = threading.Event()
         self.applier = applier_for(services)
+        self.drainer = inbox.EventsApplier(self.applier, self.stop)
         try:
             self.consumers = [SqsConsumer(self.applier, q) for q in queues(services.settings)]
         except MediamirrorError as exc:
@@ -296,6 +302,7 @@ class Consumers:
             )
             for i, c in enumerate(self.consumers)
         ]
+        self.drainer.start()
         if self.role is not None:
             self.role.thread.start()
         for poller in pollers:
@@ -309,6 +316,8 @@ class Consumers:
         # did not apply become visible again in the queue.
         if self.role is not None:
             self.role.thread.join(timeout=10)  # it releases the lease on its way out
+        self.drainer.thread.join(timeout=10)  # ends its batch (committed or rolled back)
+        self.drainer.role.thread.join(timeout=10)
 
 
 def start_consumers(services: Services) -> Consumers:

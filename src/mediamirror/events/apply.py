@@ -58,6 +58,8 @@ _ATTEMPTS = 3
 _REREADS = 2
 #: ``items.sequencer_lifetime`` of a key the store does not hold.
 ABSENT = "absent"
+#: Drains that may fail to read an event's key from the store before it is ``error``.
+_STORE_ATTEMPTS = 20
 
 
 class _ReadAgain:
@@ -79,9 +81,12 @@ class Result:
     jobs: list[int] = field(default_factory=list)
     #: dataset whose MarkForPostProcess is cleared once its jobs are queued
     queued_for: int | None = None
+    #: the ``events`` row it was recorded as, once recorded
+    event_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "id": self.event_id,
             "source": self.source.name if self.source is not None else None,
             "event_type": self.event.event_type,
             "bucket": self.event.bucket,
@@ -153,13 +158,16 @@ class _Runtime:
 
 
 def lifetime(info: ObjectInfo | None) -> str:
-    """Which version of an object the store showed (``items.sequencer_lifetime``).
+    """Which version of an object the store showed or an event described
+    (``items.sequencer_lifetime``): its content, by etag and size, or ``absent``.
 
-    Size, etag and modification time as listed: a delete and a new write of the same
-    key (same bytes included: the time differs) are two lifetimes."""
+    Not its time: an event carries the time it was sent, a listing the object's
+    ``LastModified``, and both must name the same version. A delete and a new write of
+    the same key are two lifetimes (absent in between); the same bytes written again
+    over the object are the same content, so older news about it changes nothing."""
     if info is None:
         return ABSENT
-    raw = f"{info.etag}\n{info.size}\n{info.last_modified.isoformat()}"
+    raw = f"{info.etag}\n{info.size}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -213,6 +221,10 @@ class EventApplier:
         self._settling: dict[str, float] = {}
         #: source id -> keys applied while that source was being synced
         self._recheck: dict[int, set[str]] = {}
+        #: Set when events were recorded in this process: the applier drains at once.
+        self.wake = threading.Event()
+        #: event id -> failed attempts to read the store for it (kept pending meanwhile)
+        self._failures: dict[int, int] = {}
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -398,27 +410,48 @@ class EventApplier:
     def _to_queue(self, conn: Connection, dataset: Any) -> Dataset | None:
         """The dataset with its items if the event marked it and its jobs are due now
         (what ``postprocess`` selects at the end of a sync), read in the event's
-        transaction.
+        transaction."""
+        if not self._due(dataset):
+            return None
+        return self._with_items(conn, [dataset])[0]
 
-        Frames of an image sequence usually arrive by the hundred: their dataset is queued
-        once no frame arrived for ``events_settle_seconds`` (by :meth:`tick`)."""
+    def _due(self, dataset: Any) -> bool:
+        """Whether a dataset's jobs are to be queued now: marked for post-processing and
+        present. Frames of an image sequence usually arrive by the hundred: their dataset
+        is queued once no frame arrived for ``events_settle_seconds`` (by :meth:`tick`)."""
         settings = self.services.settings
-        meta = dict(dataset.meta or {})
+        meta = dataset.meta or {}
         if not settings.auto_postprocess or meta.get("MarkForPostProcess") is not True:
-            return None
+            return False
         if dataset.state != "present":
-            return None
+            return False
         if meta.get("type") == DatasetType.IMAGE_SEQUENCE.value and settings.events_settle_seconds:
             with self._lock:
                 self._settling[dataset.path] = time.monotonic() + settings.events_settle_seconds
-            return None
-        rows = conn.execute(
-            select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
-            .where(ITEMS.c.folder_id == dataset.id, ITEMS.c.state == "present")
-            .order_by(ITEMS.c.key)
-        ).all()
-        items = [ItemRef(r.id, r.key, r.name, r.size, r.etag) for r in rows]
-        return Dataset(dataset.id, dataset.path, None, meta, items)
+            return False
+        return True
+
+    @staticmethod
+    def _with_items(conn: Connection, datasets: list[Any]) -> list[Dataset]:
+        """Datasets (folder rows) with their present items, read in one query."""
+        items: dict[int, list[ItemRef]] = {d.id: [] for d in datasets}
+        ids = sorted(items)
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(
+                    ITEMS.c.folder_id,
+                    ITEMS.c.id,
+                    ITEMS.c.key,
+                    ITEMS.c.name,
+                    ITEMS.c.size,
+                    ITEMS.c.etag,
+                )
+                .where(ITEMS.c.folder_id.in_(ids[i : i + 500]), ITEMS.c.state == "present")
+                .order_by(ITEMS.c.folder_id, ITEMS.c.key)
+            )
+            for r in rows:
+                items[r.folder_id].append(ItemRef(r.id, r.key, r.name, r.size, r.etag))
+        return [Dataset(d.id, d.path, None, dict(d.meta or {}), items[d.id]) for d in datasets]
 
     def _enqueue(self, dataset: Dataset, profile: Profile | None = None) -> list[int]:
         """Queue the dataset's processors that its source's ``profile`` lets run, at its
@@ -474,6 +507,18 @@ class EventApplier:
                 if result.outcome is Outcome.ERROR:
                     with self._lock:
                         self._recheck.setdefault(sid, set()).add(key)
+
+    def retry_later(self, event_id: int) -> bool:
+        """Whether an event whose key could not be read from the store stays pending
+        for another attempt (its sender was told it is recorded: it will not send it
+        again); after :data:`_STORE_ATTEMPTS` failures it is recorded as ``error``."""
+        with self._lock:
+            failures = self._failures.get(event_id, 0) + 1
+            if failures >= _STORE_ATTEMPTS:
+                self._failures.pop(event_id, None)
+                return False
+            self._failures[event_id] = failures
+            return True
 
     def pending_work(self) -> bool:
         with self._lock:

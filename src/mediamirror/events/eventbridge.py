@@ -19,6 +19,9 @@ from mediamirror.events.model import (
     Action,
     EventRejected,
     ObjectEvent,
+    event_etag,
+    event_size,
+    event_time,
     invalid_event,
     plain_text,
     s3_sequencer,
@@ -46,14 +49,14 @@ def parse(body: Any, channel: str = CHANNEL) -> list[ObjectEvent]:
         raise EventRejected(f"EventBridge event from {str(body.get('source'))[:60]!r}, not aws.s3")
     detail_type = plain_text(body.get("detail-type"), "detail-type", limit=100)
     try:
-        return [_event(body.get("detail"), detail_type, channel)]
+        return [_event(body.get("detail"), detail_type, channel, body.get("time"))]
     except EventRejected as exc:
         # Recorded as rejected (with its reason), like an unusable record of an S3
         # notification; the sender gets a 200: sending it again cannot help.
         return [invalid_event(channel, detail_type, str(exc))]
 
 
-def _event(detail: Any, detail_type: str, channel: str) -> ObjectEvent:
+def _event(detail: Any, detail_type: str, channel: str, sent: Any = None) -> ObjectEvent:
     if not isinstance(detail, dict):
         raise EventRejected("detail is not an object")
     bucket = detail.get("bucket")
@@ -69,11 +72,16 @@ def _event(detail: Any, detail_type: str, channel: str) -> ObjectEvent:
         sequencer = s3_sequencer(obj.get("sequencer"))
     except EventRejected as exc:
         raise EventRejected(f"detail.object.{exc}") from None
+    action = _ACTIONS.get(detail_type, Action.OTHER)
+    created = action is Action.CREATED
     return ObjectEvent(
         channel=channel,
         event_type=detail_type,
-        action=_ACTIONS.get(detail_type, Action.OTHER),
+        action=action,
         bucket=bucket_name,
         key=key,
         sequencer=sequencer,
+        size=event_size(obj.get("size")) if created else None,
+        etag=event_etag(obj.get("etag")) if created else None,
+        time=event_time(sent) if created else None,
     )

@@ -21,7 +21,10 @@ from mediamirror.events.model import (
     Action,
     EventRejected,
     ObjectEvent,
+    event_size,
+    event_time,
     gcs_sequencer,
+    md5_etag,
     object_key,
     plain_text,
 )
@@ -84,13 +87,22 @@ def parse(body: Any) -> list[ObjectEvent]:
     metageneration = (
         _int(meta, "metageneration", GCS_METAGENERATION_DIGITS) if meta is not None else 0
     )
+    action = ACTIONS.get(event_type, Action.OTHER)
+    # What the bucket's S3 listing shows: the MD5 as ETag (composite objects have none:
+    # the store is read instead), the object's ``updated`` time as LastModified.
+    described = action in (Action.CREATED, Action.UPDATED)
     return [
         ObjectEvent(
             channel="gcs",
             event_type=event_type[:100],
-            action=ACTIONS.get(event_type, Action.OTHER),
+            action=action,
             bucket=bucket,
             key=key,
             sequencer=gcs_sequencer(generation, event_type, metageneration),
+            size=event_size(resource.get("size")) if described else None,
+            etag=md5_etag(resource.get("md5Hash")) if described else None,
+            time=event_time(resource.get("updated") or attributes.get("eventTime"))
+            if described
+            else None,
         )
     ]

@@ -1,14 +1,17 @@
 """What every notification format is parsed into, and how events are ordered.
 
 A parser turns one delivery (an HTTP body, an SQS message) into :class:`ObjectEvent`
-values. Applying an event never trusts its size or etag: the object is read back from the
-store, so an event only says *which key to look at* and *how new the news is*
-(its sequencer).
+values: which key, how new the news is (its sequencer) and, when the sender says it, the
+object's size, etag and time. An event that carries them is applied from them; one that
+does not is applied by reading the key back from the store.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mediamirror.errors import MediamirrorError
@@ -24,7 +27,8 @@ class Outcome(StrEnum):
     TEST = "test"  # a test event (s3:TestEvent, SNS/MinIO checks): acknowledged
     CONFIRMED = "confirmed"  # an SNS subscription confirmed by fetching its SubscribeURL
     REJECTED = "rejected"  # malformed, oversized, unauthenticated or badly signed
-    ERROR = "error"  # the store could not be read: the sender should deliver it again
+    ERROR = "error"  # the store could not be read, again and again: given up
+    PENDING = "pending"  # recorded, not applied yet (the answer says "recorded")
 
 
 class Action(StrEnum):
@@ -58,6 +62,11 @@ class ObjectEvent:
     #: Why this one record of a delivery cannot be applied (it is recorded as
     #: ``rejected`` while the delivery's other records are applied), or None.
     invalid: str | None = None
+    #: The object as the sender describes it (created events): size, etag normalised as
+    #: the store lists it, and the time of the event. None when not sent.
+    size: int | None = None
+    etag: str | None = None
+    time: datetime | None = None
 
     def with_channel(self, channel: str) -> ObjectEvent:
         return replace(self, channel=channel)
@@ -167,3 +176,48 @@ def gcs_sequencer(generation: int, event_type: str, metageneration: int) -> str:
     if not 0 <= metageneration < 10**GCS_METAGENERATION_DIGITS:
         raise EventRejected(f"metageneration {metageneration} is out of range")
     return f"{generation:020d}{phase}{metageneration:012d}"
+
+
+def event_size(value: object) -> int | None:
+    """An object size as sent (a JSON number or a decimal string), None if unusable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 2**63 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+def event_etag(value: object) -> str | None:
+    """An S3 ETag as the store's listing gives it: without quotes, lower case."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().strip('"').lower()
+    if not text or len(text) > 200 or not text.isascii() or not text.isprintable():
+        return None
+    return text
+
+
+def md5_etag(value: object) -> str | None:
+    """GCS's base64 ``md5Hash`` as the hexadecimal ETag its S3 listing shows."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest.hex() if len(digest) == 16 else None
+
+
+def event_time(value: object) -> datetime | None:
+    """An ISO 8601 time as sent (``2024-05-01T12:00:00.123Z``), in UTC; None if unusable."""
+    if not isinstance(value, str) or not 0 < len(value) <= 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

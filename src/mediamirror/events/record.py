@@ -50,6 +50,28 @@ def _row(
     }
 
 
+def event_row(r: Result) -> dict[str, Any]:
+    """The ``events`` row of one result; a pending one keeps what applying it needs."""
+    ev = r.event
+    row = _row(
+        r.source.id if r.source is not None else None,
+        ev.channel,
+        ev.event_type,
+        ev.bucket,
+        ev.key,
+        ev.sequencer,
+        r.outcome.value,
+        r.detail,
+    )
+    row.update(
+        action=ev.action.value,
+        size=ev.size,
+        etag=ev.etag,
+        event_time=ev.time,
+    )
+    return row
+
+
 def record(catalog: Catalog, results: Iterable[Result]) -> None:
     """Keep the outcome of each applied (or skipped) event, in one transaction."""
     with catalog.write() as conn:
@@ -58,20 +80,7 @@ def record(catalog: Catalog, results: Iterable[Result]) -> None:
 
 def insert_events(conn: Connection, results: Iterable[Result]) -> None:
     """Keep the outcome of each event, in the caller's transaction."""
-    rows = [
-        _row(
-            r.source.id if r.source is not None else None,
-            r.event.channel,
-            r.event.event_type,
-            r.event.bucket,
-            r.event.key,
-            r.event.sequencer,
-            r.outcome.value,
-            r.detail,
-        )
-        for r in results
-        if r.event.channel != "recheck"
-    ]
+    rows = [event_row(r) for r in results if r.event.channel != "recheck"]
     if rows:
         conn.execute(insert(EVENTS), rows)
 

@@ -17,6 +17,9 @@ from mediamirror.events.model import (
     Action,
     EventRejected,
     ObjectEvent,
+    event_etag,
+    event_size,
+    event_time,
     invalid_event,
     object_key,
     plain_text,
@@ -108,13 +111,18 @@ def _record(record: Any, index: int, channel: str) -> ObjectEvent:
     if not isinstance(raw_key, str) or not raw_key:
         raise EventRejected(f"{where}.s3.object.key is missing or not a string")
     key = decode_key(raw_key, f"{where}.s3.object.key")
+    action = action_of(name)
+    created = action is Action.CREATED
     return ObjectEvent(
         channel=channel,
         event_type=name[:100],
-        action=action_of(name),
+        action=action,
         bucket=bucket_name,
         key=key,
         sequencer=_sequencer(obj.get("sequencer"), where),
+        size=event_size(obj.get("size")) if created else None,
+        etag=event_etag(obj.get("eTag", obj.get("etag"))) if created else None,
+        time=event_time(record.get("eventTime")) if created else None,
     )
 
 

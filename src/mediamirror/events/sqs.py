@@ -1,11 +1,12 @@
 """An SQS consumer: long-polls a queue receiving S3 event notifications (sent by the bucket
 directly, through an SNS topic the queue subscribes to, or by an EventBridge rule) and
-applies them. With several service processes on one catalog, one of them polls (the
-lease ``sqs-consumer``; see :mod:`mediamirror.catalog.singleton`).
+records them for the events applier (:mod:`mediamirror.events.inbox`). With several
+service processes on one catalog, one of them polls (the lease ``sqs-consumer``; see
+:mod:`mediamirror.catalog.singleton`).
 
-A message is deleted only after its events were applied (or recorded as ``duplicate``,
-``stale``, ``ignored`` or ``test``); when the store could not be read it stays in the
-queue and comes back after its visibility timeout. A message that can never be parsed is
+A message is deleted once its events are recorded (the catalog then holds them: the
+applier applies them, after a restart too); when recording fails it stays in the queue
+and comes back after its visibility timeout. A message that can never be parsed is
 recorded as ``rejected`` and deleted, so it cannot come back forever.
 
 The queue is configured in config.yaml (the queue's access policy is the trust boundary,
@@ -33,9 +34,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mediamirror.config import Settings
 from mediamirror.errors import ConfigError, StoreError
-from mediamirror.events import eventbridge, s3, sns
+from mediamirror.events import eventbridge, inbox, s3, sns
 from mediamirror.events.apply import EventApplier
-from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
+from mediamirror.events.model import EventRejected, ObjectEvent
 from mediamirror.events.record import record_rejection
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def _region_of(queue_url: str) -> str | None:
 
 
 class SqsConsumer:
-    """Long-polls one queue and applies what it receives."""
+    """Long-polls one queue and records what it receives."""
 
     def __init__(self, applier: EventApplier, cfg: QueueConfig) -> None:
         self.applier = applier
@@ -152,7 +153,7 @@ class SqsConsumer:
     def poll_once(
         self, wait_seconds: int | None = None, stop: threading.Event | None = None
     ) -> int:
-        """One receive: apply, then delete what was handled. Returns messages received.
+        """One receive: record, then delete what was recorded. Returns messages received.
         Messages received once ``stop`` is set are left alone: they come back after their
         visibility timeout, to this or another consumer."""
         cfg = self.cfg
@@ -187,17 +188,18 @@ class SqsConsumer:
             return False
 
     def handle(self, body: str) -> bool:
-        """Apply one message; True when it may be deleted from the queue."""
+        """Record one message's events; True when it may be deleted from the queue
+        (a failure to record raises: the message stays)."""
         try:
             events = parse_message(body)
         except EventRejected as exc:
             record_rejection(self.applier.catalog, CHANNEL, str(exc))
             return True
         sources = self.applier.sources
-        results = self.applier.deliver(
-            events, lambda fresh: sources.by_bucket(self.cfg.sources, fresh=fresh)
+        inbox.record(
+            self.applier, events, lambda fresh: sources.by_bucket(self.cfg.sources, fresh=fresh)
         )
-        return not any(r.outcome is Outcome.ERROR for r in results)
+        return True
 
     def _delete(self, receipts: list[str]) -> None:
         for i in range(0, len(receipts), 10):

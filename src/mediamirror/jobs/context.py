@@ -34,6 +34,8 @@ class JobContext:
         self.job_id = job_id
         self.args = args
         self._workdir = workdir
+        #: Whether the scratch folder was asked for (so there is one to remove).
+        self.workdir_made = False
         self.cancel = cancel or threading.Event()
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout if timeout else None
@@ -50,6 +52,7 @@ class JobContext:
         """The job's scratch folder, made on first use (most jobs of a batch never need
         one, and a folder per job is a cost at hundreds of jobs a second)."""
         self._workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir_made = True
         return self._workdir
 
     def scratch(self, name: str) -> Path:

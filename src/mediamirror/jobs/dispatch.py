@@ -46,9 +46,13 @@ log = logging.getLogger(__name__)
 LEASE = "celery-dispatcher"
 WORKER_PREFIX = "celery-worker:"
 WINDOW_FACTOR = 2
+#: A queue deeper than this many windows is sent several job ids per message...
+DEEP_FACTOR = 4
+#: ...at most this many.
+MAX_PER_MESSAGE = 64
 
-#: Sends job ids to one broker queue (the celery executor's ``send``).
-Send = Callable[[str, Sequence[int]], None]
+#: Sends job ids to one broker queue, so many per message (the celery executor's ``send``).
+Send = Callable[[str, Sequence[int], int], None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,52 @@ def claim_one(
         if job is None or refill is None:
             return job, []
         return job, _mark_in(conn, refill.name, refill.routes, 1, refill.redispatch_seconds)
+
+
+def claim_message(
+    catalog: Catalog,
+    worker: str,
+    job_ids: Sequence[int],
+    lease_seconds: float,
+    refill: Refill | None = None,
+) -> tuple[list[Any], list[int], dict[int, Any]]:
+    """:func:`claim_one` for the ids of one message, in one transaction: the jobs among
+    them that are queued and due (in queue order), with ``refill`` as many next jobs of
+    the queue recorded as sent, and the claimed jobs' datasets. A message delivered
+    twice finds nothing to claim."""
+    from mediamirror.jobs.completions import load_datasets_in
+
+    now = utcnow()
+    with catalog.write() as conn:
+        rows = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.id.in_(list(job_ids)),
+                JOBS.c.state == JobStatus.QUEUED.value,
+                JOBS.c.run_after <= now,
+            )
+            .values(**queue.running(worker, now, lease_seconds), dispatched_at=None)
+            .returning(*JOBS.c)
+        ).all()
+        jobs = sorted(rows, key=lambda r: (r.priority, r.id))
+        if not jobs:
+            return [], [], {}
+        following: list[int] = []
+        if refill is not None:
+            following = _mark_in(
+                conn, refill.name, refill.routes, len(jobs), refill.redispatch_seconds
+            )
+        folders = [j.target_id for j in jobs if j.target_type == "folder"]
+        return jobs, following, load_datasets_in(conn, folders)
+
+
+def per_message(queued: int, window: int) -> int:
+    """Job ids per message: one while the queue is shallow; while it is deep (more than
+    ``DEEP_FACTOR`` windows of queued jobs), up to ``MAX_PER_MESSAGE``, so a worker's
+    hand-off cost per message is shared by several jobs."""
+    if window <= 0:
+        return 1
+    return max(1, min(MAX_PER_MESSAGE, queued // (DEEP_FACTOR * window)))
 
 
 def _of_queue(name: str, routes: dict[str, str]) -> ColumnElement[bool]:
@@ -274,17 +324,20 @@ class Dispatcher:
         flying = depths(catalog, routes, settings.celery_redispatch_seconds)
         sent = 0
         for name, slots in capacity([w for w, _ in live_workers(catalog)]).items():
-            room = WINDOW_FACTOR * slots - flying.get(name, {}).get("in_flight", 0)
+            depth = flying.get(name, {})
+            window = WINDOW_FACTOR * slots
+            each = per_message(depth.get("queued", 0), window)
+            room = window * each - depth.get("in_flight", 0)
             ids = mark(catalog, name, routes, room, settings.celery_redispatch_seconds)
-            sent += self._send(name, ids)
+            sent += self._send(name, ids, each)
         self.sent += sent
         return sent
 
-    def _send(self, name: str, ids: Sequence[int]) -> int:
+    def _send(self, name: str, ids: Sequence[int], each: int = 1) -> int:
         if not ids:
             return 0
         try:
-            self.send(name, ids)
+            self.send(name, ids, each)
         except Exception as exc:  # the broker is down: keep the ids for the next round
             log.warning("could not send %d job(s) to queue %s: %s", len(ids), name, exc)
             unmark(self.services.catalog, ids)

@@ -11,7 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mediamirror.catalog.db import Catalog
@@ -114,6 +124,36 @@ def running(worker: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
     }
 
 
+def _claim_statement(postgres: bool) -> Any:
+    """The claim of the whole queue, built once per dialect (building and cache-keying a
+    statement costs more Python than running it, and this one runs per batch of jobs)."""
+    due = (
+        select(JOBS.c.id)
+        .where(JOBS.c.state == JobStatus.QUEUED.value, JOBS.c.run_after <= bindparam("b_now"))
+        .order_by(JOBS.c.priority, JOBS.c.id)
+        .limit(bindparam("b_limit", type_=Integer))
+    )
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(JOBS)
+        .where(JOBS.c.id.in_(due.scalar_subquery()))
+        .values(
+            state=JobStatus.RUNNING.value,
+            worker=bindparam("b_worker"),
+            attempts=JOBS.c.attempts + 1,
+            lease_expires_at=bindparam("b_lease"),
+            started_at=bindparam("b_now"),
+            finished_at=None,
+            progress=0.0,
+        )
+        .returning(*JOBS.c)
+    )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+
 def claim(
     catalog: Catalog,
     worker: str,
@@ -127,6 +167,16 @@ def claim(
     if limit <= 0:
         return []
     now = utcnow()
+    if source_ids is None:
+        params = {
+            "b_now": now,
+            "b_limit": limit,
+            "b_worker": worker,
+            "b_lease": now + timedelta(seconds=lease_seconds),
+        }
+        with catalog.write() as conn:
+            rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"], params).all()
+        return sorted(rows, key=lambda r: (r.priority, r.id))
     with catalog.write() as conn:
         due = (
             select(JOBS.c.id)
@@ -229,6 +279,58 @@ def finish(
         return _end(own, stmt, job_id, state, error, log_tail)
 
 
+def _finish_statement() -> Any:
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.id == bindparam("b_id"),
+            JOBS.c.worker == bindparam("b_worker"),
+            JOBS.c.state == JobStatus.RUNNING.value,
+        )
+        .values(
+            state=JobStatus.SUCCESS.value,
+            active_key=None,
+            finished_at=bindparam("b_now"),
+            lease_expires_at=None,
+            message="done",
+            error=None,
+            progress=100.0,
+            log_tail=bindparam("b_tail"),
+        )
+    )
+
+
+_FINISH_SUCCESS = _finish_statement()
+
+
+def held(conn: Connection, worker: str, job_ids: Sequence[int]) -> set[int]:
+    """Which of these jobs ``worker`` still holds (running under its name), in the
+    caller's write transaction (PostgreSQL: their rows stay locked until it ends)."""
+    if not job_ids:
+        return set()
+    query = select(JOBS.c.id).where(
+        JOBS.c.id.in_(list(job_ids)),
+        JOBS.c.worker == worker,
+        JOBS.c.state == JobStatus.RUNNING.value,
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {r[0] for r in conn.execute(query)}
+
+
+def finish_successes(conn: Connection, worker: str, ended: Sequence[tuple[int, str]]) -> None:
+    """End several jobs this worker holds as successful, in the caller's transaction (one
+    ``executemany``): ``ended`` holds (job id, log tail) pairs; see :func:`held` for
+    which of them were still this worker's."""
+    if not ended:
+        return
+    now = utcnow()
+    conn.execute(
+        _FINISH_SUCCESS,
+        [{"b_id": i, "b_worker": worker, "b_now": now, "b_tail": _tail(t)} for i, t in ended],
+    )
+
+
 def _end(
     conn: Connection,
     stmt: Any,
@@ -276,6 +378,35 @@ def release(catalog: Catalog, job_id: int, worker: str) -> bool:
             )
         )
     return result.rowcount == 1
+
+
+def release_unstarted(catalog: Catalog, job_ids: Sequence[int], worker: str) -> int:
+    """Give back jobs this worker claimed ahead but did not start (its threads stayed busy
+    longer than it expected): queued again at once, their attempt not counted, so another
+    worker takes them. Returns how many went back."""
+    if not job_ids:
+        return 0
+    with catalog.write() as conn:
+        result = conn.execute(
+            update(JOBS)
+            .where(
+                JOBS.c.id.in_(list(job_ids)),
+                JOBS.c.worker == worker,
+                JOBS.c.state == JobStatus.RUNNING.value,
+            )
+            .values(
+                state=JobStatus.QUEUED.value,
+                attempts=func.max(JOBS.c.attempts - 1, 0)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(JOBS.c.attempts - 1, 0),
+                run_after=utcnow(),
+                lease_expires_at=None,
+                worker=None,
+                started_at=None,
+                dispatched_at=None,
+            )
+        )
+    return int(result.rowcount)
 
 
 def retry_later(
@@ -425,19 +556,30 @@ def listing(
     limit: int = 50,
     offset: int = 0,
 ) -> list[Any]:
-    query = select(JOBS).order_by(JOBS.c.id.desc()).limit(limit).offset(offset)
+    ids = select(JOBS.c.id).order_by(JOBS.c.id.desc()).limit(limit).offset(offset)
     if states:
-        query = query.where(JOBS.c.state.in_(list(states)))
+        ids = ids.where(JOBS.c.state.in_(list(states)))
     if processor:
-        query = query.where(JOBS.c.processor == processor)
+        ids = ids.where(JOBS.c.processor == processor)
+    # The page's ids from ix_jobs_state_id (state, id) alone, then only their rows: skipped
+    # OFFSET rows are never read, and PostgreSQL no longer walks the primary key backwards
+    # through every job of the other states.
+    page = ids.subquery()
+    query = select(JOBS).join(page, page.c.id == JOBS.c.id).order_by(JOBS.c.id.desc())
     with catalog.read() as conn:
         return list(conn.execute(query).all())
 
 
 def counts(catalog: Catalog) -> dict[str, int]:
+    """Jobs per state (states with none left out). One count per state, each a range of
+    ix_jobs_state_id, in one statement: no hash aggregate over every job row."""
+    states = [s.value for s in JobStatus]
+    per_state = (
+        select(func.count()).where(JOBS.c.state == s).scalar_subquery().label(s) for s in states
+    )
     with catalog.read() as conn:
-        rows = conn.execute(select(JOBS.c.state, func.count()).group_by(JOBS.c.state))
-        return {state: n for state, n in rows}
+        row = conn.execute(select(*per_state)).one()
+    return {state: int(n) for state, n in zip(states, row, strict=True) if n}
 
 
 def pending(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,10 @@ from mediamirror.errors import (
     TransientProcessingError,
 )
 from mediamirror.jobs import queue
+from mediamirror.jobs.completions import Success
 from mediamirror.jobs.context import JobContext
 from mediamirror.jobs.model import JOBS, JobStatus
+from mediamirror.logs import context as job_scope
 from mediamirror.logs import job_context
 from mediamirror.notify import outbox
 from mediamirror.processing.failures import scratch_failure
@@ -140,15 +144,36 @@ def _completes(conn: Connection, job: Any, meta: dict[str, Any]) -> bool:
     return int(others) == 0
 
 
+#: Scratch folder names: ``job-<id>-<process tag>_<n>`` (unique without a random draw per
+#: job; ``clean_workdirs`` only reads the job id).
+_PROCESS_TAG = uuid.uuid4().hex[:6]
+_SEQUENCE = itertools.count(1)
+
+#: Where a successful job goes when its executor records successes in batches.
+Completions = Callable[[Success], None]
+
+
 @job_context  # its lines carry the job id; its start and end are logged
 def run_claimed(
-    services: Services, job: Any, worker: str, cancel: threading.Event | None = None
+    services: Services,
+    job: Any,
+    worker: str,
+    cancel: threading.Event | None = None,
+    *,
+    dataset: Dataset | None = None,
+    completions: Completions | None = None,
 ) -> JobStatus:
-    """Run a job this worker has claimed and record how it ended."""
+    """Run a job this worker has claimed and record how it ended.
+
+    ``dataset``: the job's dataset as read when it was claimed (read here otherwise).
+    ``completions``: on success, hand the job there instead of recording it (the local
+    executor records successes in batches, :mod:`mediamirror.jobs.completions`); the
+    SUCCESS returned then means "handed over"."""
     catalog = services.catalog
     proc = registry(services.settings).get(job.processor)
     # Made on first use by the context (see JobContext.workdir).
-    workdir = services.settings.home_path / "tmp" / f"job-{job.id}-{uuid.uuid4().hex[:8]}"
+    name = f"job-{job.id}-{_PROCESS_TAG}_{next(_SEQUENCE)}"
+    workdir = services.settings.home_path / "tmp" / name
 
     def report(percent: float, message: str | None, tail: str) -> None:
         queue.report(catalog, job.id, percent, message, tail)
@@ -161,14 +186,90 @@ def run_claimed(
         cancel=cancel,
         timeout=job.timeout or getattr(proc, "timeout", None) or services.settings.job_timeout,
     )
-    try:
+
+    def body() -> JobStatus:
         if proc is None:
             raise ProcessingError(f"unknown processor {job.processor!r}")
-        dataset: Dataset = load_dataset(catalog, job.target_id)
+        current = dataset if dataset is not None else load_dataset(catalog, job.target_id)
         ctx.check()
-        updates = _run(proc, ctx, services, dataset, workdir)
-        _succeed(services, proc, job, worker, updates, ctx.log_tail)
+        updates = _run(proc, ctx, services, current, workdir)
+        if completions is not None and job.target_type == "folder":
+            completions(Success(proc, job, updates, ctx.log_tail))
+        else:
+            _succeed(services, proc, job, worker, updates, ctx.log_tail)
         return JobStatus.SUCCESS
+
+    try:
+        return _guarded(services, job, worker, ctx, body)
+    finally:
+        if ctx.workdir_made:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def record_alone(services: Services, success: Success, worker: str) -> JobStatus:
+    """Record one success handed to a completion buffer on its own, with the outcomes
+    :func:`run_claimed` gives a failure to record it (its folder gone: retried, then
+    failed; an unexpected error: failed)."""
+    job = success.job
+    ctx = JobContext(job.id, {}, Path(), lambda *_: None)
+    if success.log_tail:
+        ctx.log(success.log_tail)
+
+    def body() -> JobStatus:
+        _succeed(services, success.proc, job, worker, success.updates, success.log_tail)
+        return JobStatus.SUCCESS
+
+    with job_scope(job_id=job.id):
+        return _guarded(services, job, worker, ctx, body)
+
+
+def record_all(services: Services, worker: str, batch: list[Success]) -> dict[int, JobStatus]:
+    """Record handed-over successes: jobs on folders in one transaction, the rest (and
+    all of them if that transaction fails, so one job's bad result cannot fail the
+    others) one by one. Returns each job's outcome."""
+    from mediamirror.jobs.completions import batchable, record_successes
+
+    together = [s for s in batch if batchable(s)]
+    alone = [s for s in batch if not batchable(s)]
+    outcomes: dict[int, JobStatus] = {}
+    if together:
+        try:
+            _, left = record_successes(services.catalog, worker, together)
+            outcomes.update((s.job.id, JobStatus.SUCCESS) for s in together)
+            alone += left
+        except Exception:
+            log.exception("recording %d job(s) together failed; recording each", len(together))
+            alone += together
+    for success in alone:
+        try:
+            outcomes[success.job.id] = record_alone(services, success, worker)
+        except Exception as exc:
+            outcomes[success.job.id] = fail_unrecorded(services, success.job.id, worker, exc)
+    return outcomes
+
+
+def fail_unrecorded(services: Services, job_id: int, worker: str, exc: Exception) -> JobStatus:
+    """A job whose outcome could not be recorded (a catalog error, an unprintable
+    exception) ends in error; if even that fails, the reaper takes it back after its
+    lease. Every executor's last resort: one job ends, never the worker."""
+    log.error("job %s: its outcome could not be recorded", job_id, exc_info=exc)
+    # The exception's text may be what the catalog refused: record only its type.
+    reason = f"internal error: {type(exc).__name__} while recording the outcome"
+    try:
+        queue.finish(services.catalog, job_id, worker, JobStatus.ERROR, error=reason)
+    except Exception:
+        log.exception("job %s: could not be marked failed", job_id)
+    return JobStatus.ERROR
+
+
+def _guarded(
+    services: Services, job: Any, worker: str, ctx: JobContext, body: Callable[[], JobStatus]
+) -> JobStatus:
+    """Run ``body`` (a job's work and the record of its success); an exception out of it
+    ends the job as its kind says: retried, released, canceled or failed."""
+    catalog = services.catalog
+    try:
+        return body()
     except TransientProcessingError as exc:
         reason = _one_line(exc)
         if queue.retry_later(catalog, job, worker, reason, services.retry_policy, ctx.log_tail):
@@ -209,8 +310,6 @@ def run_claimed(
         queue.finish(catalog, job.id, worker, JobStatus.ERROR, error=reason, log_tail=ctx.log_tail)
         _flag(services, job, reason)
         return JobStatus.ERROR
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(

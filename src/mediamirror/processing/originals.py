@@ -152,7 +152,9 @@ def _download_and_keep(
 
     try:
         # check: a canceled job (or one out of time) stops between two chunks.
-        store.download(item.key, dest, progress=progress, check=ctx.check)
+        # A failed attempt's bytes wait in ``partial`` for the next one (same version).
+        partial = services.settings.home_path / "tmp" / "partial" / f"item-{item.id}"
+        store.download(item.key, dest, progress=progress, check=ctx.check, partial=partial)
     except MediamirrorError as exc:
         _record_failure(services, folder_id, item, exc)
         raise

@@ -7,6 +7,7 @@ Two layouts, chosen per source by its profile (``--output-layout``):
     pyramid       ``pyramids/<source name>/<whole key>.tif``
     transcode     ``<dataset path>/<video name without extension>.mp4``
     poster        ``<dataset path>/poster.jpg``
+    thumbnail     ``<dataset path>/thumbnail.jpg``
     frame         ``<dataset path>/frames/<frame name>.jpg``
     result set    ``results/<dataset path>/<processor>/<set>/`` (results store)
     ============  =====================================================
@@ -17,13 +18,16 @@ source's prefix, ``S`` the same with its extension removed)
     pyramid       ``S.tif``           (``isaac_gala/lantern.png`` -> ``isaac_gala/lantern.tif``)
     transcode     ``S.mp4``           (``a/clip.mov`` -> ``a/clip.mp4``)
     poster        ``S.poster.jpg``    (``a/clip.mov`` -> ``a/clip.poster.jpg``)
+    thumbnail     ``S.thumb.jpg``     (``a/lantern.png`` -> ``a/lantern.thumb.jpg``; an image
+                                      sequence's is named after its first frame)
     frame         ``K.jpg``           (``seq/f.tif`` -> ``seq/f.tif.jpg``)
     result set    as in ``catalog``, in the results store
     ============  =====================================================
 
 Mirror names of different kinds never meet: a pyramid ends in ``.tif``, a transcode in
-``.mp4``, a poster in ``.poster.jpg`` and a frame in ``.<image extension>.jpg`` (a frame
-is an image, so its name never ends in ``.poster``). Two keys of one source that differ
+``.mp4``, a poster in ``.poster.jpg``, a thumbnail in ``.thumb.jpg`` and a frame in
+``.<image extension>.jpg`` (a frame is an image, so its name never ends in ``.poster`` or
+``.thumb``). Two keys of one source that differ
 only by extension (``scan.svs``, ``scan.ndpi``) share a mirror name: see
 :func:`mirror_clash`. Result sets are folders of many files per run, found through the
 dataset's ``results.<processor>`` metadata rather than predicted, so they keep their
@@ -124,6 +128,12 @@ class OutputNames:
         if self.mirror:
             return self.mirror_name(item.key, ".poster.jpg")
         return f"{dataset_base(dataset)}/poster.jpg"
+
+    def thumbnail(self, dataset: Dataset, item: ItemRef) -> str:
+        """A large image's or image sequence's thumbnail (``item``: the image it is of)."""
+        if self.mirror:
+            return self.mirror_name(item.key, ".thumb.jpg")
+        return f"{dataset_base(dataset)}/thumbnail.jpg"
 
     def frame(self, dataset: Dataset, item: ItemRef) -> str:
         # Named after the whole name: f.tif and f.tiff get frames of their own.

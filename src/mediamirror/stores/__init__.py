@@ -322,6 +322,10 @@ class ReadOnlyStore:
         ``list_folders``; read-only) for parallel listing, else None."""
         return self._inner if hasattr(self._inner, "list_range") else None
 
+    def stat_lister(self) -> Any:
+        """The store's raw listing (local directories: ``stat_pages``), else None."""
+        return self._inner if hasattr(self._inner, "stat_pages") else None
+
     def head(self, key: str) -> ObjectInfo:
         info: ObjectInfo = self._inner.head(key)
         return info

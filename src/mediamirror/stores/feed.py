@@ -16,20 +16,27 @@ apply unchanged:
 * ``ObjectInfo.meta``: ``cms_id``, ``cms_version``, ``source_url``, the ``metadata:`` fields
   and ``notify``; the sync engine copies it into the dataset's metadata.
 
-The walk is all or nothing: every page is fetched before the first object is listed, so a
-page that fails (CMS down, timeout, 401, GraphQL ``errors``, not JSON) fails the sync with
-one line and nothing is marked deleted. A record without ``id`` or ``url`` is skipped with
-a one-line warning (counted in :attr:`FeedStore.warning`); the walk still counts as
-complete, so records gone from it are marked deleted: a record that has lost its id could
-not be matched to its catalog item anyway.
+A sync takes the records as the pages come (:meth:`FeedStore.stream_pages`, in the feed's
+order: the engine's per-page diff is keyed by record, see sync/feed_meta.py), so its
+writes overlap the walk; records gone are found from the set of keys a COMPLETE walk saw.
+A page that fails (CMS down, timeout, 401, GraphQL ``errors``, not JSON) fails the sync
+with one line and nothing is marked deleted (the records of the pages before it are
+written: they are in the feed). :meth:`FeedStore.list_pages` (the store protocol, sorted
+by key) is all or nothing: the whole walk first. A record without ``id`` or ``url`` is
+skipped with a one-line warning (counted in :attr:`FeedStore.warning`); the walk still
+counts as complete, so records gone from it are marked deleted: a record that has lost its
+id could not be matched to its catalog item anyway.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import logging
+import os
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +48,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from mediamirror import interrupt
 from mediamirror.errors import ProcessingError, StoreError
 from mediamirror.paths import safe_segment
 from mediamirror.redact import redact
@@ -62,6 +70,8 @@ URL_SCHEMES = ("http", "https", "s3", "gs")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | LARGE_IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS
 _WARN_LINES = 10
 _FIRST_PAGE_SECONDS = 10.0
+#: How long :meth:`FeedStore.stream_pages` gathers pages into one list (up to its size).
+_GATHER_SECONDS = 0.25
 
 #: key -> (url, size or None), found in the catalog (see :func:`catalog_lookup`).
 Lookup = Callable[[str], tuple[str, int | None] | None]
@@ -168,7 +178,12 @@ class FeedStore:
     def _client(self) -> httpx.Client:
         read = self.config.page_timeout or self.timeouts.read
         timeout = httpx.Timeout(read, connect=self.timeouts.connect)
-        return httpx.Client(timeout=timeout, headers=self.config.headers, follow_redirects=True)
+        return httpx.Client(
+            timeout=timeout,
+            headers=self.config.headers,
+            follow_redirects=True,
+            verify=_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
+        )
 
     def _fail(self, page: int, reason: str) -> StoreError:
         return StoreError(redact(f"feed {self.bucket}: page {page} of the CMS {reason}"))
@@ -233,32 +248,85 @@ class FeedStore:
             return None
         return first[1]
 
-    def _fetched(self) -> Iterator[tuple[int, list[Any]]]:
-        """(page number, records) of every page in order. A thread fetches the pages
-        while the caller maps the records of the previous ones, so the walk takes about
-        as long as the CMS takes to answer; any failure is raised here."""
-        pages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def stream_pages(self, batch: int | None = None) -> Iterator[list[ObjectInfo]]:
+        """The records as the pages come, mapped, in the feed's order (not sorted by key):
+        a thread fetches and maps the pages while the caller writes the previous ones, and
+        each list holds the pages that came within a quarter of a second of its first
+        one, up to ``batch`` records (default ``page_size``; at least one page). The
+        iterator ends normally only after a complete walk (then :attr:`skipped` and
+        :attr:`warning` are set); any failure of a page is raised here, after the pages
+        before it."""
+        limit = max(1, batch or self.page_size)
+        ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
         stop = threading.Event()
         done = object()
+        warnings: list[str] = []
+        found: dict[str, Record] = {}
 
         def produce() -> None:
+            ids: set[str] = set()
             try:
-                for item in self._pages(stop):
-                    pages.put(item)
-                pages.put(done)
+                for page, records in self._pages(stop):
+                    objects = []
+                    for index, record in enumerate(records, 1):
+                        obj = self._object(record, (index, page), ids, warnings)
+                        if obj is not None:
+                            objects.append(obj)
+                            assert obj.meta is not None
+                            found[obj.key] = Record(str(obj.meta["source_url"]), obj.size or None)
+                    ready.put(objects)
+                ready.put(done)
             except BaseException as exc:  # handed to the caller, raised there
-                pages.put(exc)
+                ready.put(exc)
 
         run = contextvars.copy_context().run  # log lines keep the sync's source
         thread = threading.Thread(target=run, args=(produce,), name="feed-pages", daemon=True)
         thread.start()
+
+        def next_item(deadline: float | None) -> Any:
+            """The next page (or the end, or a failure); None once ``deadline`` passed
+            and nothing more is ready."""
+            while True:
+                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if wait <= 0:
+                    try:
+                        return ready.get_nowait()
+                    except queue.Empty:
+                        return None
+                try:
+                    # Polled, so a stop request is seen while the CMS is slow to answer.
+                    return ready.get(timeout=wait)
+                except queue.Empty:
+                    interrupt.check()
+
         try:
-            while (item := pages.get()) is not done:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            finished = False
+            while not finished:
+                item = next_item(None)
+                # Pages gathered for a short while (fewer, larger transactions for the
+                # caller: less work competing with the walk), then handed over.
+                deadline = time.monotonic() + _GATHER_SECONDS
+                chunk: list[ObjectInfo] = []
+                failed: BaseException | None = None
+                while item is not None:
+                    if item is done:
+                        finished = True
+                        break
+                    if isinstance(item, BaseException):
+                        failed = item
+                        break
+                    chunk += item
+                    if len(chunk) >= limit:
+                        break
+                    item = next_item(deadline)
+                if chunk:
+                    yield chunk
+                if failed is not None:
+                    raise failed
         finally:
             stop.set()
+        self._note_skipped(warnings)
+        self._records = found
 
     def _pages(self, stop: threading.Event) -> Iterator[tuple[int, list[Any]]]:
         after: str | None = None
@@ -288,19 +356,9 @@ class FeedStore:
     def walk(self) -> list[ObjectInfo]:
         """Every record of every page, mapped and sorted by key; raises on any failure."""
         objects: dict[str, ObjectInfo] = {}
-        ids: set[str] = set()
-        warnings: list[str] = []
-        for page, records in self._fetched():
-            for index, record in enumerate(records, 1):
-                obj = self._object(record, (index, page), ids, warnings)
-                if obj is not None:
-                    objects[obj.key] = obj
-        self._note_skipped(warnings)
-        self._records = {
-            k: Record(str(o.meta["source_url"]), o.size or None)
-            for k, o in objects.items()
-            if o.meta
-        }
+        for chunk in self.stream_pages():
+            for obj in chunk:
+                objects[obj.key] = obj
         return [objects[k] for k in sorted(objects)]
 
     def _note_skipped(self, warnings: list[str]) -> None:
@@ -408,8 +466,10 @@ class FeedStore:
         *,
         progress: Callable[[int, int | None], None] | None = None,
         check: Callable[[], None] | None = None,
+        partial: Path | None = None,
     ) -> None:
-        """The record's file streamed to ``dest`` (resumed, retried, size-checked)."""
+        """The record's file streamed to ``dest`` (resumed, retried, size-checked);
+        ``partial``: where an unfinished HTTP download waits for the next attempt."""
         record = self.record(key)
         if not record.url.startswith(("http://", "https://")):
             self._download_object(record, dest)
@@ -419,12 +479,14 @@ class FeedStore:
         fetch(
             record.url,
             dest,
+            headers=self.config.headers_for(record.url),
             expected_size=record.size,
             max_bytes=self.max_bytes,
             timeouts=self.timeouts,
             attempts=self.timeouts.max_attempts,
             progress=progress,
             check=check,
+            partial=partial,
         )
 
     def _download_object(self, record: Record, dest: Path) -> None:
@@ -452,7 +514,10 @@ class FeedStore:
         if not record.url.startswith(("http://", "https://")):
             store, object_key = self._object_store(record.url)
             return bytes(store.read_range(object_key, start, length))
-        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        headers = {
+            **self.config.headers_for(record.url),
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
         timeout = httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect)
         try:
             with httpx.stream("GET", record.url, headers=headers, timeout=timeout) as response:
@@ -464,6 +529,14 @@ class FeedStore:
                 return _slice(response.iter_bytes(), skip, length)
         except httpx.HTTPError as exc:
             raise ProcessingError(f"feed {self.bucket}: reading {key!r} failed: {exc}") from exc
+
+
+@functools.cache
+def _ssl_context(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default TLS context (certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), made
+    once per process: loading the CA bundle costs tens of milliseconds per client, and a
+    sync opens two (its check, its walk), ``serve`` one per poll."""
+    return httpx.create_ssl_context()
 
 
 def _slice(chunks: Iterator[bytes], skip: int, length: int) -> bytes:

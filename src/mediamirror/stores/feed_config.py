@@ -24,7 +24,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _PATH = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 REQUIRED = ("endpoint", "query", "records", "id", "url")
 PATHS = ("records", "next_cursor", "has_next", "id", "url", "name", "version", "size", "notify")
-KNOWN = frozenset({*REQUIRED, *PATHS, "headers", "metadata", "poll_seconds", "page_timeout", "s3"})
+KNOWN = frozenset(
+    {*REQUIRED, *PATHS, "headers", "file_headers", "metadata", "poll_seconds", "page_timeout", "s3"}
+)
 #: Dataset metadata keys a ``metadata:`` field may not overwrite.
 RESERVED = frozenset(
     "type fps originalFps codec annotate import_path import_source MarkForPostProcess "
@@ -66,6 +68,25 @@ class FeedConfig:
     page_timeout: float = 0.0
     #: How s3:// record URLs are opened (parse_spec options: preset, endpoint_url, ...).
     s3: dict[str, str] = field(default_factory=dict)
+    #: Headers sent with every download of a record's file, wherever it is.
+    file_headers: dict[str, str] = field(default_factory=dict)
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers a download of ``url`` carries: ``headers`` when the file is on the
+        CMS's own origin (scheme, host and port of ``endpoint``; the CMS's token never goes
+        to another host, such as a CDN or a presigned link), then ``file_headers``."""
+        same = _origin(url) == _origin(self.endpoint)
+        return {**(self.headers if same else {}), **self.file_headers}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def _text(where: str, key: str, value: Any) -> str:
@@ -119,13 +140,16 @@ def parse_feed(name: str, block: Any) -> FeedConfig:
             raise ConfigError(f"{where}: metadata field {field_name!r} is reserved (DIVE or cms)")
         _path(where, f"metadata.{field_name}", path)
     headers = _mapping(where, "headers", block.get("headers"))
-    for header, value in headers.items():
-        # ${VAR} parts were registered as the file was read; a credential header is hidden
-        # whole too (a literal token), a Content-Type is not (it would mask every mention).
-        if header.lower() in {"authorization", "cookie", "proxy-authorization"} or (
-            secret_name(header.replace("-", "_"))
-        ):
-            remember(value, f"feeds.{name}.headers.{header}")
+    file_headers = _mapping(where, "file_headers", block.get("file_headers"))
+    for key, section in (("headers", headers), ("file_headers", file_headers)):
+        for header, value in section.items():
+            # ${VAR} parts were registered as the file was read; a credential header is
+            # hidden whole too (a literal token), a Content-Type is not (it would mask
+            # every mention).
+            if header.lower() in {"authorization", "cookie", "proxy-authorization"} or (
+                secret_name(header.replace("-", "_"))
+            ):
+                remember(value, f"feeds.{name}.{key}.{header}")
     s3 = _mapping(where, "s3", block.get("s3"))
     if set(s3) - S3_OPTIONS:
         bad = sorted(set(s3) - S3_OPTIONS)[0]
@@ -148,6 +172,7 @@ def parse_feed(name: str, block: Any) -> FeedConfig:
         poll_seconds=_number(where, "poll_seconds", block.get("poll_seconds", 60), int),
         page_timeout=float(_number(where, "page_timeout", block.get("page_timeout", 0), float)),
         s3=s3,
+        file_headers=file_headers,
     )
 
 

@@ -7,6 +7,13 @@ never passes for a download. A dropped connection, a timeout, a 5xx or a body cu
 half-way is tried again with backoff, and resumed with an HTTP ``Range`` request when the
 server honours it (206); a server that ignores ranges (200) is read again from the start.
 
+Given a ``partial`` path, the bytes of a download that failed for now (the job is retried
+later) stay there with the file's validator (its strong ``ETag`` or ``Last-Modified``) in
+``partial.json``; the next call resumes from them with ``Range`` and ``If-Range``, so a job's
+next attempt fetches only the rest, and a file changed meanwhile is read again whole (the
+server answers 200). Without a validator nothing is kept: bytes of two versions are never
+spliced.
+
 What cannot get better by trying again fails at once with one line (``ProcessingError``):
 a 404, a 401/403, another 4xx, a file larger than ``max_bytes`` (refused before the first
 byte when the server says its length, and as soon as more arrives otherwise) or whose
@@ -17,8 +24,11 @@ later with its own backoff.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -82,23 +92,24 @@ def fetch(
     attempts: int = 5,
     progress: Callable[[int, int | None], None] | None = None,
     check: Callable[[], None] | None = None,
+    partial: Path | None = None,
 ) -> int:
     """Stream ``url`` to ``dest`` and return its size in bytes (see the module docstring).
 
     ``headers`` go with every request (the CMS's token: pass values registered with
     :func:`mediamirror.redact.remember`). ``progress(done, total)`` is called as bytes
     arrive (``total`` None when unknown); ``check()`` is called between chunks and before
-    each retry, and may raise to stop (a canceled job)."""
+    each retry, and may raise to stop (a canceled job). ``partial``: where an unfinished
+    download is kept between calls (module docstring)."""
     if urlsplit(url).scheme.lower() not in {"http", "https"}:
         raise ProcessingError(f"cannot download {where(url)!r}: only http(s) URLs are supported")
     if expected_size is not None:
         _refuse_large(url, expected_size, max_bytes)
     timeouts = timeouts or StoreTimeouts()
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
-    part = dest.with_name(dest.name + ".part")
-    part.unlink(missing_ok=True)
+    part = partial if partial is not None else dest.with_name(dest.name + ".part")
+    state = _State(part, where(url) if partial is not None else None)
     base = {**(headers or {}), "Accept-Encoding": "identity"}
-    state = _State()
     failures = 0
     try:
         with httpx.Client(timeout=timeout, follow_redirects=True) as client:
@@ -120,22 +131,88 @@ def fetch(
                     time.sleep(_BACKOFF[min(failures, len(_BACKOFF)) - 1] if failures else 0.0)
                     continue
                 _finish(url, part, dest, total, expected_size)
+                state.forget()
                 return total
             raise TransientProcessingError(
                 f"download of {where(url)} made too little progress; will retry"
             )
+    except TransientProcessingError:
+        if not state.keep():  # kept for the next attempt when it can be resumed safely
+            state.forget()
+        raise
     except BaseException:
-        part.unlink(missing_ok=True)
+        state.forget()
         raise
 
 
 class _State:
-    """What survives between attempts: bytes already in ``.part`` and whether the server
-    may be asked for the rest with a Range request."""
+    """What survives between attempts: bytes already in ``part``, whether the server may be
+    asked for the rest with a Range request, and the file's validator. With an ``origin``
+    (a ``partial`` path was given) a previous call's bytes are taken up when its sidecar
+    says they are of this URL and names their version."""
 
-    def __init__(self) -> None:
+    def __init__(self, part: Path, origin: str | None) -> None:
+        self.part = part
+        self.sidecar = part.with_name(part.name + ".json")
+        self.origin = origin
         self.have = 0
         self.ranges = True
+        self.validator: str | None = None
+        if origin is not None and self._resumable():
+            self.have = part.stat().st_size
+        else:
+            self.forget()
+
+    def _resumable(self) -> bool:
+        try:
+            kept = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(kept, dict) or kept.get("origin") != _digest(self.origin or ""):
+            return False
+        validator = kept.get("validator")
+        if not isinstance(validator, str) or not validator or not self.part.is_file():
+            return False
+        self.validator = validator
+        return True
+
+    def seen(self, validator: str | None) -> None:
+        """The answer's validator: recorded at once, so the bytes that follow can be taken
+        up even after a crash."""
+        if validator == self.validator:
+            return
+        self.validator = validator
+        if self.origin is None:
+            return
+        if validator is None:
+            self.sidecar.unlink(missing_ok=True)
+            return
+        self.sidecar.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"origin": _digest(self.origin), "validator": validator})
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(body)
+        os.replace(tmp, self.sidecar)
+
+    def keep(self) -> bool:
+        """Leave the bytes for the next call; False when they could not be resumed."""
+        return self.origin is not None and self.validator is not None and self.have > 0
+
+    def forget(self) -> None:
+        self.part.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+        self.have = 0
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _validator(resp: httpx.Response) -> str | None:
+    """A validator ``If-Range`` may carry: a strong ETag, else Last-Modified."""
+    etag = str(resp.headers.get("ETag", "")).strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return str(resp.headers.get("Last-Modified", "")).strip() or None
 
 
 def _attempt(
@@ -152,14 +229,20 @@ def _attempt(
     headers = dict(base)
     if state.have and state.ranges:
         headers["Range"] = f"bytes={state.have}-"
+        if state.validator:
+            # The rest of this version only: a changed file comes back whole (200).
+            headers["If-Range"] = state.validator
     try:
         with client.stream("GET", url, headers=headers) as resp:
             total = _start(url, resp, part, state, max_bytes)
+            state.seen(_validator(resp))
+            part.parent.mkdir(parents=True, exist_ok=True)
             with part.open("ab") as fh:
                 # As it arrives (no chunk_size): a body cut off mid-way keeps every byte that
                 # came, so the resumed request asks only for the rest.
                 for chunk in resp.iter_raw():
                     fh.write(chunk)
+                    fh.flush()  # on disk for the next attempt, even after a SIGKILL
                     state.have += len(chunk)
                     if max_bytes is not None:
                         _refuse_large(url, state.have, max_bytes)
@@ -221,6 +304,7 @@ def _restart(part: Path, state: _State, *, ranges: bool) -> None:
     part.unlink(missing_ok=True)
     state.have = 0
     state.ranges = ranges
+    state.validator = None
 
 
 def _int(value: str | None) -> int | None:
@@ -232,10 +316,14 @@ def _int(value: str | None) -> int | None:
 
 def _finish(url: str, part: Path, dest: Path, total: int, expected_size: int | None) -> None:
     if not part.exists():
+        part.parent.mkdir(parents=True, exist_ok=True)
         part.touch()  # an empty file is a file
     if expected_size is not None and total != expected_size:
         raise ProcessingError(
             f"{where(url)} is {total} bytes but the feed says {expected_size}: "
             "not kept (an incomplete or replaced file)"
         )
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)
+    except OSError:  # ``partial`` on another file system than the job's scratch folder
+        shutil.move(part, dest)

@@ -12,6 +12,8 @@ from mediamirror.errors import SyncError
 from mediamirror.paths import is_safe
 
 _BATCH = 500
+#: Checked folder paths kept (most keys of a listing share their folder with the last).
+_FULL_CACHE = 4096
 
 
 def parent_path(path: str) -> str | None:
@@ -31,6 +33,7 @@ class FolderIndex:
         self.mount = mount
         self.limit = limit
         self.ids: dict[str, int] = {}
+        self._full: dict[str, str] = {}
 
     def _inside(self, path: str) -> bool:
         return path == self.mount or path.startswith(self.mount + "/")
@@ -42,9 +45,14 @@ class FolderIndex:
         make a folder outside the mount, in another source's tree."""
         if not rel:
             return self.mount
-        if not is_safe(rel):
-            raise SyncError(f"folder path {rel!r} would leave the mount {self.mount}")
-        return f"{self.mount}/{rel}"
+        path = self._full.get(rel)
+        if path is None:
+            if not is_safe(rel):
+                raise SyncError(f"folder path {rel!r} would leave the mount {self.mount}")
+            if len(self._full) >= _FULL_CACHE:
+                self._full.clear()
+            path = self._full[rel] = f"{self.mount}/{rel}"
+        return path
 
     def resolve(
         self, conn: Connection, paths: Iterable[str], new_meta: Mapping[str, dict[str, Any]]

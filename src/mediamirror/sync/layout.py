@@ -33,6 +33,8 @@ IMAGE_EXTENSIONS = frozenset("bmp gif jpe jpeg jpg jp2 png tif tiff webp".split(
 #: Whole-slide and other formats that are always viewed as tiled large images.
 LARGE_IMAGE_EXTENSIONS = frozenset("bif czi mrxs ndpi qptiff scn svs svslide vms vmu".split())
 SIDECAR_EXTENSIONS = frozenset({"json", "csv"})
+#: Folders whose safe paths :meth:`Layout.place` keeps (a listing goes folder by folder).
+_DIR_CACHE = 4096
 
 VIDEO_PREFIX = "Video "
 LARGE_IMAGE_PREFIX = "Large image "
@@ -150,6 +152,7 @@ class Layout:
         self.object_url = object_url
         self.large_image_bytes = large_image_bytes
         self.images = images
+        self._dirs: dict[str, tuple[str, str, Placement, Placement]] = {}
 
     def relative(self, key: str) -> str:
         return key[len(self.prefix) :]
@@ -168,6 +171,26 @@ class Layout:
                     found.setdefault((d, stem), name)
         return found
 
+    def _dir(self, key: str, rel: str) -> tuple[str, str, Placement, Placement]:
+        """Of the folder holding ``key``: its key path, its safe relative path, and the
+        placements of a frame and of a plain file in it. Cached: the keys of a listing
+        come folder by folder, and making a path safe is most of the cost of a key."""
+        slash = key.rfind("/")
+        key_dir = key[:slash] if slash >= 0 else ""
+        hit = self._dirs.get(key_dir)
+        if hit is None:
+            if len(self._dirs) >= _DIR_CACHE:
+                self._dirs.clear()
+            rel_dir = safe_parent(rel)
+            frame = Placement(
+                folder=rel_dir,
+                dataset=DatasetType.IMAGE_SEQUENCE,
+                import_path=key_dir,
+                import_source=self.object_url(key_dir + "/" if key_dir else ""),
+            )
+            hit = self._dirs[key_dir] = (key_dir, rel_dir, frame, Placement(folder=rel_dir))
+        return hit
+
     def place(
         self,
         key: str,
@@ -179,8 +202,8 @@ class Layout:
         """Where ``key`` goes. ``large``: a raster image post-processing found too big for
         a frame (:data:`BY_PIXELS`); an ``auto`` source keeps it a large image."""
         rel = self.relative(key)
-        rel_dir, name = safe_parent(rel), split_key(rel)[1]
-        key_dir = split_key(key)[0]
+        key_dir, rel_dir, frame, plain = self._dir(key, rel)
+        name = split_key(rel)[1]
         kind = classify(name, size, self.large_image_bytes, self.images)
         if large and kind is Kind.IMAGE and self.images == AUTO:
             kind = Kind.LARGE_IMAGE
@@ -195,15 +218,10 @@ class Layout:
                 import_source=self.object_url(key),
             )
         if kind is Kind.IMAGE:
-            return Placement(
-                folder=rel_dir,
-                dataset=DatasetType.IMAGE_SEQUENCE,
-                import_path=key_dir,
-                import_source=self.object_url(key_dir + "/" if key_dir else ""),
-            )
+            return frame
         if kind is Kind.SIDECAR:
             for stem in sidecar_stems(name):
                 video = videos.get((key_dir, stem))
                 if video is not None:
                     return Placement(folder=join(rel_dir, safe_segment(VIDEO_PREFIX + video)))
-        return Placement(folder=rel_dir)
+        return plain

@@ -142,9 +142,19 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
         return _error(500, "internal server error")
 
     from mediamirror.web import iiif, login
-    from mediamirror.web.api import browse, jobs, sources, system
+    from mediamirror.web.api import (
+        browse,
+        bulk,
+        jobs,
+        overview,
+        search,
+        source_setup,
+        sources,
+        system,
+        thumbnails,
+    )
 
-    for module in (system, sources, browse, jobs):
+    for module in (system, sources, source_setup, browse, thumbnails, search, overview, bulk, jobs):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(iiif.router)
     app.include_router(login.router)

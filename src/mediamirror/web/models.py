@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mediamirror.catalog.models import Base, utcnow
@@ -26,9 +36,30 @@ class Token(Base):
 
 
 class Event(Base):
-    """A bucket notification as received, with what became of it."""
+    """A bucket notification as received, with what became of it.
+
+    Recorded first (``pending``, with what applying it needs), applied in batches."""
 
     __tablename__ = "events"
+    __table_args__ = (
+        # The applier's queue: the pending events of a source, oldest first.
+        Index(
+            "ix_events_pending",
+            "source_id",
+            "id",
+            sqlite_where=text("outcome = 'pending'"),
+            postgresql_where=text("outcome = 'pending'"),
+        ),
+        # Removals of keys the catalog never held: a late, older create must not
+        # bring such a key back.
+        Index(
+            "ix_events_removed",
+            "source_id",
+            "key",
+            sqlite_where=text("action = 'removed'"),
+            postgresql_where=text("action = 'removed'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
@@ -37,10 +68,16 @@ class Event(Base):
     bucket: Mapped[str | None] = mapped_column(Text)
     key: Mapped[str | None] = mapped_column(Text)
     sequencer: Mapped[str | None] = mapped_column(String(100))
-    # applied | duplicate | stale | ignored | test | rejected | error
+    # pending | applied | duplicate | stale | ignored | test | rejected | error
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # What applying a pending event needs: created | removed | updated, and the object
+    # as the sender described it (None when not sent: the store is read instead).
+    action: Mapped[str | None] = mapped_column(String(10))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    etag: Mapped[str | None] = mapped_column(String(200))
+    event_time: Mapped[datetime | None]
 
 
 class PushRefusal(Base):

@@ -81,15 +81,20 @@ def make_app(settings: Settings, env: Mapping[str, str] | None = None) -> Celery
     return app
 
 
-def send(app: Celery, queue_name: str, job_ids: Sequence[int]) -> None:
-    """Publish one message per id to ``queue_name`` over one connection."""
+def send(app: Celery, queue_name: str, job_ids: Sequence[int], each: int = 1) -> None:
+    """Publish ``job_ids`` to ``queue_name`` over one connection, ``each`` ids per
+    message (one id: the message's argument is the id itself)."""
+    ids = list(job_ids)
+    each = max(1, each)
     with app.producer_or_acquire() as producer:
-        for job_id in job_ids:
-            app.send_task(TASK, args=[job_id], queue=queue_name, producer=producer)
+        for i in range(0, len(ids), each):
+            chunk = ids[i : i + each]
+            arg: int | list[int] = chunk[0] if len(chunk) == 1 else chunk
+            app.send_task(TASK, args=[arg], queue=queue_name, producer=producer)
 
 
 def sender(app: Celery) -> dispatch.Send:
-    return lambda name, ids: send(app, name, ids)
+    return lambda name, ids, each: send(app, name, ids, each)
 
 
 # -- inside a worker process ----------------------------------------------------------------
@@ -169,8 +174,15 @@ def _heartbeat(cancel_interval: float = 1.0) -> None:
                 running[job_id].set()
 
 
-def _run_job(task: Any, job_id: int) -> str:
-    """The task: claim job ``job_id``, send the next one of this queue, run it."""
+#: The jobs of one message run one after the other; those not started this many seconds
+#: after the message's claim go back to the queue (the dispatcher sends them again), so a
+#: long job never keeps the message's other jobs waiting.
+HOLD_SECONDS = 0.5
+
+
+def _run_job(task: Any, job_id: int | list[int]) -> str:
+    """The task: claim job ``job_id`` (or the jobs of a list of ids), send the next
+    one(s) of this queue, run it (them)."""
     from mediamirror.jobs.routing import queues_of
     from mediamirror.jobs.runner import run_claimed
 
@@ -179,6 +191,8 @@ def _run_job(task: Any, job_id: int) -> str:
     settings = services.settings
     name = (task.request.delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
     refill = dispatch.Refill(name, queues_of(settings), settings.celery_redispatch_seconds)
+    if isinstance(job_id, list):
+        return _run_jobs(state, name, [int(i) for i in job_id], refill)
     job, following = dispatch.claim_one(
         services.catalog, state.owner, int(job_id), settings.job_lease_seconds, refill
     )
@@ -203,6 +217,60 @@ def _run_job(task: Any, job_id: int) -> str:
             state.running.pop(job.id, None)
 
 
+def _run_jobs(state: _State, name: str, ids: list[int], refill: dispatch.Refill) -> str:
+    """The jobs of a message of several ids: claimed (and as many next ones marked) in
+    one transaction, run one after the other, their successes recorded together before
+    the message is acknowledged. Jobs of the message already ran, running or canceled
+    are not claimed, so a message delivered twice runs each job once."""
+    import time
+
+    from mediamirror.jobs.completions import Success
+    from mediamirror.jobs.runner import fail_unrecorded, record_all, run_claimed
+
+    services = state.services
+    catalog = services.catalog
+    jobs, following, datasets = dispatch.claim_message(
+        catalog, state.owner, ids, services.settings.job_lease_seconds, refill
+    )
+    if not jobs:
+        return "dropped"
+    _send_next(state, name, following)
+    claimed_at = time.monotonic()
+    cancels = {job.id: threading.Event() for job in jobs}
+    with state.lock:
+        state.running.update(cancels)  # their leases are renewed from now on
+    done: list[Success] = []
+    outcomes: dict[int, str] = {}
+    try:
+        for n, job in enumerate(jobs):
+            if n and time.monotonic() - claimed_at > HOLD_SECONDS:
+                rest = [j.id for j in jobs[n:]]
+                queue.release_unstarted(catalog, rest, state.owner)
+                outcomes.update((i, JobStatus.QUEUED.value) for i in rest)
+                break
+            dataset = datasets.get(job.target_id) if job.target_type == "folder" else None
+            try:
+                status = run_claimed(
+                    services,
+                    job,
+                    state.owner,
+                    cancels[job.id],
+                    dataset=dataset,
+                    completions=done.append,
+                )
+            except Exception as exc:  # as LocalExecutor: one job ends, never the worker
+                status = fail_unrecorded(services, job.id, state.owner, exc)
+            outcomes[job.id] = status.value
+        if done:
+            recorded = record_all(services, state.owner, done)
+            outcomes.update((i, status.value) for i, status in recorded.items())
+    finally:
+        with state.lock:
+            for job in jobs:
+                state.running.pop(job.id, None)
+    return ", ".join(f"{i}: {outcomes.get(i, 'dropped')}" for i in ids)
+
+
 def _send_next(state: _State, name: str, ids: list[int]) -> None:
     """A claimed job left the window: its claim recorded the next job of the queue as
     sent; send it now (from this process's sender thread, so the job does not wait for
@@ -219,7 +287,7 @@ def _sender() -> None:
         name, ids = state.outbox.get()
         assert state.app is not None
         try:
-            send(state.app, name, ids)
+            send(state.app, name, ids, len(ids))
         except Exception as exc:  # the dispatcher sends them at its next round
             log.warning("could not send the next job of queue %s: %s", name, exc)
             try:

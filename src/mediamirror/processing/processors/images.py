@@ -14,6 +14,11 @@ from mediamirror.processing.originals import with_original
 from mediamirror.processing.outputs import output_for
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.processors.pyramid import local_input
+from mediamirror.processing.thumbnails import (
+    Thumbnail,
+    thumbnail_in_scratch,
+    upload_thumbnail,
+)
 from mediamirror.sync.layout import Kind
 
 if TYPE_CHECKING:
@@ -40,12 +45,16 @@ class ImagesProcessor(Processor):
         converted: dict[str, str] = {}
         bad: list[str] = []
         size: tuple[int, int] | None = None
+        thumb: Thumbnail | None = None
+        tried = False  # a thumbnail is tried once, on the first readable frame
         for n, frame in enumerate(frames, 1):
             ctx.check()
             path = local_input(ctx, services, dataset.source_id, frame)
             try:
                 dims = check_image(path)
                 size = size or dims
+                if not tried:  # while the frame is on disk
+                    tried, thumb = True, thumbnail_in_scratch(ctx, frame, path)
                 if Path(frame.name).suffix.lower() not in WEB_FORMATS:
                     web = to_web_image(path, ctx.scratch(f"{frame.name}.jpg"))
                     converted[frame.key] = out.put_file(names.frame(dataset, frame), web)
@@ -64,6 +73,9 @@ class ImagesProcessor(Processor):
                 f"{len(bad)} of {len(frames)} frames cannot be read (first: {bad[0]})"
             )
         fps = float(dataset.meta.get("fps") or -1)
+        made, thumb_meta = upload_thumbnail(ctx, out, names, dataset, thumb)
+        if converted:
+            made["frames"] = converted
         return {
             "fps": 1 if fps <= 0 else fps,
             "annotate": True,
@@ -71,7 +83,6 @@ class ImagesProcessor(Processor):
             "frames": len(frames),
             "width": size[0] if size else None,
             "height": size[1] if size else None,
-            "outputs": with_original(
-                services, dataset.id, {"frames": converted} if converted else {}
-            ),
+            "outputs": with_original(services, dataset.id, made),
+            **thumb_meta,
         }

@@ -15,6 +15,7 @@ from mediamirror.processing.originals import local_original, with_original
 from mediamirror.processing.outputs import mirror_clash, output_for
 from mediamirror.processing.processors.base import Dataset, ItemRef, Processor
 from mediamirror.processing.pyramid import make_pyramid
+from mediamirror.processing.thumbnails import thumbnail_in_scratch, upload_thumbnail
 from mediamirror.sync.layout import IMAGE_EXTENSIONS, LARGE_IMAGE_EXTENSIONS, Kind
 
 if TYPE_CHECKING:
@@ -69,23 +70,27 @@ class PyramidProcessor(Processor):
         tmp = ctx.workdir / "pyramid.tif"
         info = make_pyramid(src, tmp, max_dimension=self.max_dimension)
         ctx.check()
+        # From the pyramid just built: libvips reads its smallest level big enough.
+        thumb = thumbnail_in_scratch(ctx, image, tmp)
         ctx.progress(90.0, "uploading")
         key = out.put_file(name, tmp, "image/tiff")
         # The IIIF cache names its copy after this version, so a pyramid made again is
         # fetched again, without asking the store for every tile.
         version = out.version(key)
         ctx.log(f"pyramid {key}: {info.width}x{info.height}, {info.levels} levels")
+        made, thumb_meta = upload_thumbnail(ctx, out, names, dataset, thumb)
         return {
             "width": info.width,
             "height": info.height,
             "levels": info.levels,
             "annotate": True,
             "MarkForPostProcess": False,
-            "outputs": with_original(services, dataset.id, {"pyramid": key}),
+            "outputs": with_original(services, dataset.id, {"pyramid": key, **made}),
             "pyramid": {
                 "compression": str(info.compression),
                 "bigtiff": info.bigtiff,
                 "tile": 256,
                 "version": version,
             },
+            **thumb_meta,
         }

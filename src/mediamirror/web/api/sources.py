@@ -38,6 +38,7 @@ class NewSource(BaseModel):
     mount: str | None = None
     include: str | None = None
     exclude: str | None = None
+    schedule: str | None = Field(default=None, max_length=200)
     check: bool = True
     # The source's processing profile (``profile`` above is the AWS profile of its store).
     images: str | None = Field(default=None, max_length=50)
@@ -79,6 +80,7 @@ def source_dict(svc: Any, src: Any) -> dict[str, Any]:
         "preset": src.preset,
         "endpoint_url": src.endpoint_url,
         "region": src.region,
+        "aws_profile": src.profile,  # "profile" below is the processing profile
         "credentials": dict(src.credentials or {}),
         "include": src.include,
         "exclude": src.exclude,
@@ -115,7 +117,7 @@ def list_sources(svc: Svc, _: Viewer) -> list[dict[str, Any]]:
 
 @router.post("/sources", status_code=201)
 def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
-    plain = {"name", "url", "mount", "include", "exclude", "check", *_PROFILE_FIELDS}
+    plain = {"name", "url", "mount", "include", "exclude", "schedule", "check", *_PROFILE_FIELDS}
     options = body.model_dump(exclude=plain)
     src = src_service.add_source(
         svc.catalog,
@@ -127,6 +129,7 @@ def create_source(body: NewSource, svc: Svc, _: Admin) -> dict[str, Any]:
         exclude=body.exclude,
         check=body.check,
         outputs=derived_specs(svc.settings, svc.env),
+        schedule=body.schedule or None,
         settings=svc.settings,
         images=body.images,
         processors=body.processors,

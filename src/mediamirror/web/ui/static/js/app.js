@@ -2,18 +2,28 @@
 
 import { api, isAbort, setUnauthorizedHandler } from "./api.js";
 import { clear, h, icon } from "./dom.js";
-import { errorState, loading } from "./components.js";
+import { emptyState, errorState, loading, pageHeader } from "./components.js";
 import * as browse from "./pages/browse.js";
 import * as dataset from "./pages/dataset.js";
 import * as events from "./pages/events.js";
 import * as jobs from "./pages/jobs.js";
 import * as notifications from "./pages/notifications.js";
+import * as overview from "./pages/overview.js";
+import * as search from "./pages/search.js";
 import * as signin from "./pages/signin.js";
+import * as sourceDetail from "./pages/source_detail.js";
+import * as sourceForm from "./pages/source_form.js";
 import * as sources from "./pages/sources.js";
+import { mountSearchBox } from "./searchbox.js";
 
-const HOME = "/ui/browse";
+const HOME = "/ui/overview";
 
 const ROUTES = [
+  { re: /^\/ui\/overview\/?$/, page: overview, nav: "overview" },
+  { re: /^\/ui\/search\/?$/, page: search, nav: "search" },
+  { re: /^\/ui\/sources\/new\/?$/, page: sourceForm, nav: "sources", params: () => ({ name: null }) },
+  { re: /^\/ui\/sources\/([^/]+)\/edit\/?$/, page: sourceForm, nav: "sources", params: (m) => ({ name: decodeURIComponent(m[1]) }) },
+  { re: /^\/ui\/sources\/([^/]+)\/?$/, page: sourceDetail, nav: "sources", params: (m) => ({ name: decodeURIComponent(m[1]) }) },
   { re: /^\/ui\/browse(?:\/(\d+))?\/?$/, page: browse, nav: "browse", params: (m) => ({ id: m[1] ? Number(m[1]) : null }) },
   { re: /^\/ui\/datasets\/(\d+)\/?$/, page: dataset, nav: "browse", params: (m) => ({ id: Number(m[1]) }) },
   { re: /^\/ui\/sources\/?$/, page: sources, nav: "sources" },
@@ -23,6 +33,7 @@ const ROUTES = [
 ];
 
 const NAV = [
+  { key: "overview", href: "/ui/overview", label: "Overview", icon: "activity" },
   { key: "browse", href: "/ui/browse", label: "Browse", icon: "folder" },
   { key: "sources", href: "/ui/sources", label: "Sources", icon: "database" },
   { key: "jobs", href: "/ui/jobs", label: "Jobs", icon: "activity" },
@@ -113,7 +124,16 @@ async function render() {
 
   if (!route) {
     clear(page);
-    page.append(errorState({ status: 404, message: `There is no page at ${path}.` }));
+    // A page of its own: a heading, and a way on for keyboard and screen-reader users.
+    page.append(
+      pageHeader({ title: "Page not found" }),
+      emptyState({
+        iconName: "alert",
+        title: "Not found",
+        body: h("p", null, `There is no page at ${path}.`),
+        actions: h("a", { class: "btn", href: HOME, "data-action": "home" }, icon("activity"), "Go to the overview"),
+      }),
+    );
     document.title = "Not found · mediamirror";
     return;
   }
@@ -204,7 +224,8 @@ function ensureShell() {
   const navLinks = NAV.map((item) =>
     h(
       "a",
-      { class: "nav-link", href: item.href, "data-nav": item.key },
+      // aria-label: on a phone only the icon shows (the label is display: none).
+      { class: "nav-link", href: item.href, "data-nav": item.key, "aria-label": item.label },
       icon(item.icon),
       h("span", null, item.label),
       item.key === "jobs" ? h("span", { class: "nav-count", hidden: true, "data-jobs-active": "" }) : null,
@@ -213,7 +234,7 @@ function ensureShell() {
   const who = h("div", { class: "who" });
   const signOut = h(
     "button",
-    { type: "button", class: "btn btn-ghost btn-sm sign-out", onClick: doSignOut },
+    { type: "button", class: "btn btn-ghost btn-sm sign-out", "aria-label": "Sign out", onClick: doSignOut },
     icon("signOut"),
     h("span", null, "Sign out"),
   );
@@ -225,11 +246,19 @@ function ensureShell() {
     h("div", { class: "sidebar-foot" }, who, signOut),
   );
   const banner = h("div", { class: "banner-slot", "aria-live": "polite" });
-  const page = h("div", { class: "page", id: "page" });
-  const main = h("main", { class: "main", id: "main" }, banner, page);
-  const el = h("div", { class: "shell" }, sidebar, main);
+  const page = h("div", { class: "page", id: "page", tabindex: "-1" });
+  const searchSlot = h("div", { class: "search-slot" });
+  const main = h("main", { class: "main", id: "main" }, searchSlot, banner, page);
+  // The first Tab stop: past the navigation and the search box, to the page itself.
+  const skip = h("a", { class: "skip-link", href: "#page" }, "Skip to content");
+  skip.addEventListener("click", (event) => {
+    event.preventDefault();
+    page.focus();
+  });
+  const el = h("div", { class: "shell" }, skip, sidebar, main);
   root.append(el, toastRegion());
   state.shell = { el, page, banner, who };
+  mountSearchBox(searchSlot, { navigate });
   updateWho();
   watchJobCount();
   return state.shell;

@@ -68,13 +68,14 @@ export function typeBadge(type) {
   );
 }
 
-export function progressBar(percent, state) {
+export function progressBar(percent, state, label = "Progress") {
   const value = Math.max(0, Math.min(100, Number(percent) || 0));
   return h(
     "div",
     {
       class: ["progress", `progress-${TONES[state] || "neutral"}`],
       role: "progressbar",
+      "aria-label": label,
       "aria-valuemin": 0,
       "aria-valuemax": 100,
       "aria-valuenow": Math.round(value),

@@ -1,4 +1,5 @@
-// Jobs: live progress, a state filter, logs, retry and cancel.
+// Jobs: live progress, a state filter, logs, retry and cancel; admins select failed jobs
+// and retry them in one request (POST /api/v1/bulk/retry).
 
 import { actionButton, card, emptyState, pageHeader, pagination, pill, progressBar } from "../components.js";
 import { fmtNumber, fmtRelative, fmtSeconds, h, icon, timeEl } from "../dom.js";
@@ -35,6 +36,8 @@ export async function render(page, ctx) {
   const body = h("div");
   const pager = h("div");
   let table = null;
+  const selection = ctx.isAdmin ? new Set() : null;
+  const bar = selection ? bulkBar(ctx, selection, () => table?.syncSelection(), () => poller.kick()) : null;
 
   page.replaceChildren(
     pageHeader({
@@ -42,7 +45,7 @@ export async function render(page, ctx) {
       subtitle: "Post-processing work on your datasets. Progress updates live while jobs are queued or running.",
     }),
     tabs,
-    card(null, [body, pager], { className: "card-flush" }),
+    card(null, [bar?.el, body, pager], { className: "card-flush" }),
   );
 
   const load = async () => {
@@ -59,13 +62,15 @@ export async function render(page, ctx) {
     const total = stateFilter ? counts[stateFilter] || 0 : Object.values(counts).reduce((a, b) => a + b, 0);
     if (!data.jobs.length) {
       table = null;
+      selection?.clear();
       body.replaceChildren(emptyJobs(stateFilter));
     } else if (table) {
       table.update(data.jobs);
     } else {
-      table = jobsTable(ctx, data.jobs, { onChange: () => poller.kick() });
+      table = jobsTable(ctx, data.jobs, { onChange: () => poller.kick(), selection, onSelect: () => bar?.draw() });
       body.replaceChildren(summary, table.el);
     }
+    bar?.draw();
     pager.replaceChildren(
       ...[pagination({ total, offset, limit: PAGE, noun: "jobs", hrefFor: (o) => hrefFor({ page: o / PAGE + 1 }) })].filter(Boolean),
     );
@@ -108,26 +113,97 @@ function emptyJobs(stateFilter) {
   });
 }
 
+/** The bar above the table: how many failed jobs are selected, and "Retry selected". */
+function bulkBar(ctx, selection, redrawBoxes, refresh) {
+  const count = h("span", { class: "bulk-count", "aria-live": "polite" });
+  const retry = actionButton(ctx, {
+    label: "Retry selected",
+    iconName: "retry",
+    variant: "btn-primary btn-sm",
+    attrs: { "data-action": "retry-selected" },
+    onClick: async () => {
+      const ids = [...selection];
+      const answer = await ctx.api("bulk/retry", { method: "POST", body: { job_ids: ids } });
+      selection.clear();
+      redrawBoxes();
+      draw();
+      ctx.toast(answer.message.charAt(0).toUpperCase() + answer.message.slice(1));
+      refresh();
+    },
+  });
+  const clearButton = h("button", { type: "button", class: "btn btn-ghost btn-sm", "data-action": "clear-selection" }, "Clear selection");
+  clearButton.addEventListener("click", () => {
+    selection.clear();
+    redrawBoxes();
+    draw();
+  });
+  const el = h("div", { class: "bulk-bar", role: "region", "aria-label": "Selected jobs", hidden: true }, count, retry, clearButton);
+  const draw = () => {
+    el.hidden = selection.size === 0;
+    count.textContent = `${fmtNumber(selection.size)} failed job${selection.size === 1 ? "" : "s"} selected`;
+  };
+  return { el, draw };
+}
+
 /**
  * A table of jobs that updates in place (keyed by id), so open logs and focused buttons
- * survive the once-a-second refresh. Returns {el, update(jobs)}.
+ * survive the once-a-second refresh. With ``selection`` (a Set of job ids), failed and
+ * canceled jobs get a checkbox. Returns {el, update(jobs), syncSelection()}.
  */
-export function jobsTable(ctx, jobs, { onChange, compact = false }) {
+export function jobsTable(ctx, jobs, { onChange, compact = false, selection = null, onSelect = null }) {
   const tbody = h("tbody");
   const rows = new Map();
   const headings = compact
     ? [["Job"], ["State"], ["Progress"], ["", "cell-actions"]]
     : [["Job"], ["Dataset"], ["Processor"], ["State"], ["Progress"], ["Tries", "num"], ["Created", "hide-sm"], ["", "cell-actions"]];
+  const all = selection
+    ? h("input", { type: "checkbox", "aria-label": "Select every failed job on this page", "data-action": "select-all" })
+    : null;
   const el = h(
     "div",
     { class: "table-wrap" },
     h(
       "table",
       { class: ["table", "jobs-table", compact && "is-compact"], "data-testid": "jobs" },
-      h("thead", null, h("tr", null, headings.map(([label, cls]) => h("th", { class: cls }, label)))),
+      h(
+        "thead",
+        null,
+        h(
+          "tr",
+          null,
+          all ? h("th", { class: "select-cell" }, all) : null,
+          headings.map(([label, cls]) => h("th", { class: cls }, label || h("span", { class: "sr-only" }, "Actions"))),
+        ),
+      ),
       tbody,
     ),
   );
+  const selectable = () => [...rows.values()].filter((e) => e.failed());
+  const syncSelection = () => {
+    if (!selection) return;
+    const visible = new Set();
+    for (const entry of rows.values()) {
+      entry.syncBox();
+      if (entry.failed()) visible.add(entry.id());
+    }
+    for (const id of [...selection]) if (!visible.has(id)) selection.delete(id);
+    const boxes = selectable();
+    all.checked = boxes.length > 0 && boxes.every((e) => selection.has(e.id()));
+    all.indeterminate = !all.checked && boxes.some((e) => selection.has(e.id()));
+    all.disabled = boxes.length === 0;
+  };
+  all?.addEventListener("change", () => {
+    for (const entry of selectable()) {
+      if (all.checked) selection.add(entry.id());
+      else selection.delete(entry.id());
+    }
+    syncSelection();
+    onSelect?.();
+  });
+  const picked = () => {
+    syncSelection();
+    onSelect?.();
+  };
 
   const update = (list) => {
     const keep = new Set(list.map((j) => j.id));
@@ -141,22 +217,30 @@ export function jobsTable(ctx, jobs, { onChange, compact = false }) {
     for (const job of list) {
       let entry = rows.get(job.id);
       if (!entry) {
-        entry = makeEntry(ctx, job, { compact, onChange });
+        entry = makeEntry(ctx, job, { compact, onChange, selection, onPick: picked });
         rows.set(job.id, entry);
       } else {
         entry.set(job);
       }
       tbody.append(entry.row, entry.detail); // append moves rows into the new order
     }
+    syncSelection();
   };
   update(jobs);
-  return { el, update };
+  return { el, update, syncSelection };
 }
 
-function makeEntry(ctx, job, { compact, onChange }) {
+function makeEntry(ctx, job, { compact, onChange, selection = null, onPick = null }) {
   const row = h("tr", { class: "job-row" });
   const detail = h("tr", { class: "job-detail", hidden: true });
-  const detailCell = h("td", { colspan: compact ? 4 : 8 });
+  const detailCell = h("td", { colspan: (compact ? 4 : 8) + (selection ? 1 : 0) });
+  const box = selection ? h("input", { type: "checkbox", "data-action": "select" }) : null;
+  const selectCell = selection ? h("td", { class: "select-cell" }, box) : null;
+  box?.addEventListener("change", () => {
+    if (box.checked) selection.add(current.id);
+    else selection.delete(current.id);
+    onPick?.();
+  });
   detail.append(detailCell);
   const errorEl = h("div", { class: "job-error" });
   const logEl = h("pre", { class: "log", tabindex: "0", "aria-label": "Job log" });
@@ -235,7 +319,7 @@ function makeEntry(ctx, job, { compact, onChange }) {
     const sig = JSON.stringify([next.state, next.progress, next.message, next.error, next.attempts, next.finished_at, next.started_at]);
     if (sig !== signature) {
       signature = sig;
-      row.replaceChildren(...cells(next, compact), actionsCell);
+      row.replaceChildren(...(selectCell ? [selectCell] : []), ...cells(next, compact), actionsCell);
       errorEl.replaceChildren(...(next.error && next.state !== "success" ? [icon("alert", "icon icon-sm"), h("span", null, next.error)] : []));
       errorEl.hidden = !(next.error && next.state !== "success");
       showDetail();
@@ -249,8 +333,17 @@ function makeEntry(ctx, job, { compact, onChange }) {
     if (logOpen && (ACTIVE.has(next.state) || changed)) loadLog();
   };
 
+  const failed = () => FAILED.has(current.state);
+  const syncBox = () => {
+    if (!box) return;
+    box.hidden = !failed();
+    box.disabled = !failed();
+    box.checked = failed() && selection.has(current.id);
+    box.setAttribute("aria-label", `Select job #${current.id} (${current.processor}${current.target_path ? `, ${current.target_path}` : ""})`);
+  };
+
   set(job);
-  return { row, detail, set };
+  return { row, detail, set, failed, syncBox, id: () => current.id };
 }
 
 function cells(job, compact) {
@@ -284,7 +377,7 @@ function cells(job, compact) {
       h(
         "div",
         { class: "progress-cell" },
-        progressBar(progress, job.state),
+        progressBar(progress, job.state, `Progress of job #${job.id}`),
         h("span", { class: "progress-pct" }, `${Math.round(progress)}%`),
       ),
       note ? h("div", { class: "progress-msg", title: note }, note) : null,

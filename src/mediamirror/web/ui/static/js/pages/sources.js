@@ -6,10 +6,14 @@ import { fmtDate, fmtNumber, fmtSeconds, h, icon, timeEl } from "../dom.js";
 export async function render(page, ctx) {
   ctx.setTitle("Sources");
   const list = h("div", { class: "source-list" });
+  const add = ctx.isAdmin
+    ? [h("a", { class: "btn btn-primary", href: "/ui/sources/new", "data-action": "add-source" }, icon("database"), h("span", { class: "btn-label" }, "Add source"))]
+    : [];
   page.replaceChildren(
     pageHeader({
       title: "Sources",
       subtitle: "Buckets and folders mirrored read-only into the catalog. Nothing is ever written to a source.",
+      actions: add,
     }),
     list,
   );
@@ -23,7 +27,7 @@ export async function render(page, ctx) {
     const sources = await ctx.api("sources");
     if (!sources.length) {
       views.clear();
-      list.replaceChildren(noSources());
+      list.replaceChildren(noSources(ctx));
       return null;
     }
     if (!views.size) list.replaceChildren();
@@ -67,14 +71,18 @@ export async function render(page, ctx) {
   if (delay) setTimeout(() => poller.kick(), delay);
 }
 
-function noSources() {
+function noSources(ctx) {
   return emptyState({
     iconName: "database",
     title: "No sources yet",
     body: [
-      h("p", null, "A source is a bucket (S3, MinIO, DigitalOcean Spaces, GCS) or a local folder, mirrored into the catalog. Add one on the server:"),
-      h("pre", { class: "code-block" }, "mediamirror source add footage s3://my-bucket/videos\nmediamirror sync footage"),
+      h("p", null, "A source is a bucket (S3, MinIO, DigitalOcean Spaces, GCS) or a local folder, mirrored into the catalog."),
+      ctx.isAdmin
+        ? h("p", null, "Add one here: the form checks the connection before anything is saved.")
+        : h("p", null, "An admin adds them here, or on the server:"),
+      ctx.isAdmin ? null : h("pre", { class: "code-block" }, "mediamirror source add footage s3://my-bucket/videos\nmediamirror sync footage"),
     ],
+    actions: ctx.isAdmin ? h("a", { class: "btn btn-primary", href: "/ui/sources/new" }, icon("database"), "Add source") : null,
   });
 }
 
@@ -97,7 +105,7 @@ function sourceCard(ctx, src, syncNow) {
       h(
         "div",
         { class: "source-head" },
-        h("div", { class: "source-title" }, h("span", { class: "source-icon" }, icon("database")), h("h2", null, src.name), status),
+        h("div", { class: "source-title" }, h("span", { class: "source-icon" }, icon("database")), h("h2", null, h("a", { class: "source-link", href: `/ui/sources/${encodeURIComponent(src.name)}` }, src.name)), status),
         h("div", { class: "source-actions" }, mountLink, button),
       ),
       details,
