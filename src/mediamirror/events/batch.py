@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from mediamirror.catalog import retry
 from mediamirror.catalog.meta import clear_marks
-from mediamirror.catalog.models import FOLDERS, ITEMS, utcnow
+from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.errors import CatalogError
 from mediamirror.events.apply import (
     ABSENT,
@@ -39,8 +38,7 @@ from mediamirror.events.apply import (
 )
 from mediamirror.events.model import Action, ObjectEvent, Outcome, compare_sequencers
 from mediamirror.events.routing import Route
-from mediamirror.jobs.model import JOBS, JobStatus
-from mediamirror.jobs.queue import JobSpec
+from mediamirror.jobs.queue import JobSpec, enqueue_in
 from mediamirror.processing.processors import for_dataset
 from mediamirror.profiles import profile_of
 from mediamirror.stores import ObjectInfo
@@ -454,38 +452,3 @@ class BatchApplier:
                     ],
                 )
         return results
-
-
-def enqueue_in(
-    conn: Connection, specs: Sequence[JobSpec], max_attempts: int
-) -> list[tuple[int, int]]:
-    """:func:`mediamirror.jobs.queue.enqueue` in the caller's transaction, for many
-    targets at once: (job id, target id) of the jobs actually queued."""
-    if not specs:
-        return []
-    now = utcnow()
-    rows = [
-        {
-            "processor": s.processor,
-            "target_type": s.target_type,
-            "target_id": s.target_id,
-            "input_version": s.input_version,
-            "args": s.args,
-            "active_key": s.active_key,
-            "state": JobStatus.QUEUED.value,
-            "priority": s.priority,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "timeout": s.timeout,
-            "progress": 0.0,
-            "log_tail": "",
-            "cancel_requested": False,
-            "run_after": now,
-            "created_at": now,
-        }
-        for s in specs
-    ]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(JOBS).on_conflict_do_nothing(index_elements=["active_key"])
-    returning = stmt.returning(JOBS.c.id, JOBS.c.target_id)
-    return [(r[0], r[1]) for r in conn.execute(returning, rows)]

@@ -22,9 +22,9 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mediamirror.catalog.db import Catalog
-from mediamirror.catalog.models import utcnow
 from mediamirror.errors import JobError
 from mediamirror.jobs.model import JOBS, JobStatus
+from mediamirror.jobs.queue import requeued
 
 #: Job states a bulk retry queues again (a finished job is re-run by ``reprocess``).
 RETRYABLE = (JobStatus.ERROR.value, JobStatus.CANCELED.value)
@@ -231,18 +231,5 @@ def _requeue() -> Any:
             JOBS.c.id == bindparam("b_id"),
             (JOBS.c.state == RETRYABLE[0]) | (JOBS.c.state == RETRYABLE[1]),
         )
-        .values(
-            state=JobStatus.QUEUED.value,
-            active_key=bindparam("b_key"),
-            attempts=0,
-            progress=0.0,
-            error=None,
-            message=None,
-            cancel_requested=False,
-            run_after=utcnow(),
-            started_at=None,
-            finished_at=None,
-            worker=None,
-            dispatched_at=None,  # celery executor: send it again at once
-        )
+        .values(active_key=bindparam("b_key"), **requeued())
     )

@@ -67,6 +67,18 @@ def _insert(conn: Connection) -> Any:
 def enqueue(catalog: Catalog, specs: Iterable[JobSpec], policy: RetryPolicy) -> list[int]:
     """Queue jobs; a spec whose job is already queued or running is a no-op.
     Returns the ids of the jobs actually queued."""
+    specs = list(specs)
+    if not specs:
+        return []
+    with catalog.write() as conn:
+        return [job_id for job_id, _ in enqueue_in(conn, specs, policy.max_attempts)]
+
+
+def enqueue_in(
+    conn: Connection, specs: Sequence[JobSpec], max_attempts: int
+) -> list[tuple[int, int]]:
+    """:func:`enqueue` in the caller's transaction (beside the writes that make the jobs
+    due: an event batch, a bulk action): (job id, target id) of the jobs actually queued."""
     now = utcnow()
     rows = [
         {
@@ -79,7 +91,7 @@ def enqueue(catalog: Catalog, specs: Iterable[JobSpec], policy: RetryPolicy) -> 
             "state": JobStatus.QUEUED.value,
             "priority": s.priority,
             "attempts": 0,
-            "max_attempts": policy.max_attempts,
+            "max_attempts": max_attempts,
             "timeout": s.timeout,
             "progress": 0.0,
             "log_tail": "",
@@ -89,15 +101,12 @@ def enqueue(catalog: Catalog, specs: Iterable[JobSpec], policy: RetryPolicy) -> 
         }
         for s in specs
     ]
-    if not rows:
-        return []
-    ids: list[int] = []
-    with catalog.write() as conn:
-        stmt = _insert(conn).on_conflict_do_nothing(index_elements=["active_key"])
-        for i in range(0, len(rows), 500):
-            result = conn.execute(stmt.returning(JOBS.c.id), rows[i : i + 500])
-            ids.extend(r[0] for r in result)
-    return ids
+    stmt = _insert(conn).on_conflict_do_nothing(index_elements=["active_key"])
+    returning = stmt.returning(JOBS.c.id, JOBS.c.target_id)
+    queued: list[tuple[int, int]] = []
+    for i in range(0, len(rows), 500):
+        queued.extend((r[0], r[1]) for r in conn.execute(returning, rows[i : i + 500]))
+    return queued
 
 
 def of_sources(source_ids: Sequence[int]) -> ColumnElement[bool]:
@@ -528,24 +537,25 @@ def retry(catalog: Catalog, job_id: int) -> None:
         other = conn.execute(select(JOBS.c.id).where(JOBS.c.active_key == key)).first()
         if other is not None:
             raise JobError(f"the same work is already queued as job {other[0]}")
-        conn.execute(
-            update(JOBS)
-            .where(JOBS.c.id == job_id)
-            .values(
-                state=JobStatus.QUEUED.value,
-                active_key=key,
-                attempts=0,
-                progress=0.0,
-                error=None,
-                message=None,
-                cancel_requested=False,
-                run_after=utcnow(),
-                started_at=None,
-                finished_at=None,
-                worker=None,
-                dispatched_at=None,  # celery executor: send it again at once
-            )
-        )
+        conn.execute(update(JOBS).where(JOBS.c.id == job_id).values(active_key=key, **requeued()))
+
+
+def requeued() -> dict[str, Any]:
+    """The values that queue an ended job again with a fresh set of attempts (its
+    ``active_key`` is set by the caller)."""
+    return {
+        "state": JobStatus.QUEUED.value,
+        "attempts": 0,
+        "progress": 0.0,
+        "error": None,
+        "message": None,
+        "cancel_requested": False,
+        "run_after": utcnow(),
+        "started_at": None,
+        "finished_at": None,
+        "worker": None,
+        "dispatched_at": None,  # celery executor: send it again at once
+    }
 
 
 def listing(

@@ -12,10 +12,9 @@ same functions the CLI's ``postprocess``/``reprocess`` and ``jobs retry`` use.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
@@ -27,7 +26,7 @@ from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.errors import ConfigError, NotFoundError
 from mediamirror.jobs import failures
 from mediamirror.jobs.model import JOBS, JobStatus
-from mediamirror.jobs.queue import JobSpec, enqueue
+from mediamirror.jobs.queue import JobSpec, enqueue_in
 from mediamirror.postprocess import marked, pending
 from mediamirror.processing.processors import for_dataset, registry
 from mediamirror.processing.processors.base import Dataset, ItemRef
@@ -88,18 +87,6 @@ class Outcome:
             "datasets": self.datasets,
             "message": message,
         }
-
-
-class _InTransaction:
-    """The catalog seen through one open write transaction: ``jobs.queue.enqueue`` then
-    writes its jobs there, beside the rest of the bulk action."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        yield self.conn
 
 
 def _selected(catalog: Catalog, folder_ids: Sequence[int], out: Outcome) -> list[Any]:
@@ -184,7 +171,8 @@ def _queue(
             out.skip("already queued or running", len(busy))
         specs = [s for fid, ss in planned.items() if fid not in busy for s in ss]
         out.datasets = len(planned) - len(busy)
-        out.queued = enqueue(cast(Catalog, _InTransaction(conn)), specs, svc.retry_policy)
+        queued = enqueue_in(conn, specs, svc.retry_policy.max_attempts)
+        out.queued = [job_id for job_id, _ in queued]
         if clear:
             ids = sorted((set(planned) - busy) | set(idle))
             for i in range(0, len(ids), _CHUNK):
