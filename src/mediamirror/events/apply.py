@@ -23,7 +23,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,30 +238,7 @@ class EventApplier:
 
         ``find_routes(fresh)`` gives the sources the events may be about; when a key
         matches none, they are read again once (a source may have been added just now)."""
-        results: list[Result] = []
-        routes = find_routes(False)
-        refreshed = False
-        sender_source = sender.source if sender is not None else None
-        for ev in events:
-            if ev.invalid is not None:
-                results.append(Result(ev, Outcome.REJECTED, sender_source, ev.invalid))
-                continue
-            if ev.action is Action.TEST:
-                results.append(Result(ev, Outcome.TEST, sender_source, "acknowledged"))
-                continue
-            if ev.action is Action.OTHER:
-                detail = "event type not mirrored"
-                results.append(Result(ev, Outcome.IGNORED, sender_source, detail))
-                continue
-            hits = targets(routes, ev.bucket, ev.key)
-            if not hits and not refreshed:
-                routes, refreshed = find_routes(True), True
-                hits = targets(routes, ev.bucket, ev.key)
-            if not hits:
-                detail = f"no source mirrors {ev.bucket}/{ev.key}"
-                results.append(Result(ev, Outcome.IGNORED, sender_source, detail))
-            for route in hits:
-                results.append(self.apply(route, ev))
+        results = route_each(events, find_routes, sender, self.apply)
         self._finish(results)
         return results
 
@@ -537,3 +514,38 @@ def applier_for(services: Services) -> EventApplier:
             vars(services)["_events_applier"] = found
         assert isinstance(found, EventApplier)
         return found
+
+
+def route_each(
+    events: Sequence[ObjectEvent],
+    find_routes: Callable[[bool], list[Route]],
+    sender: Route | None,
+    on_route: Callable[[Route, ObjectEvent], Result],
+) -> list[Result]:
+    """Each event's final outcome when no source is to act on it (rejected, a test, a type
+    not mirrored, no source mirrors its key), else ``on_route(route, event)`` for every
+    source it is about. ``find_routes(fresh)`` gives the sources; when a key matches none
+    they are read again once (a source may have been added just now)."""
+    results: list[Result] = []
+    routes = find_routes(False)
+    refreshed = False
+    sender_source = sender.source if sender is not None else None
+    for ev in events:
+        if ev.invalid is not None:
+            results.append(Result(ev, Outcome.REJECTED, sender_source, ev.invalid))
+            continue
+        if ev.action is Action.TEST:
+            results.append(Result(ev, Outcome.TEST, sender_source, "acknowledged"))
+            continue
+        if ev.action is Action.OTHER:
+            results.append(Result(ev, Outcome.IGNORED, sender_source, "event type not mirrored"))
+            continue
+        hits = targets(routes, ev.bucket, ev.key)
+        if not hits and not refreshed:
+            routes, refreshed = find_routes(True), True
+            hits = targets(routes, ev.bucket, ev.key)
+        if not hits:
+            detail = f"no source mirrors {ev.bucket}/{ev.key}"
+            results.append(Result(ev, Outcome.IGNORED, sender_source, detail))
+        results.extend(on_route(route, ev) for route in hits)
+    return results

@@ -28,11 +28,11 @@ from sqlalchemy import insert, select, update
 
 from mediamirror.catalog.models import utcnow
 from mediamirror.catalog.singleton import Singleton
-from mediamirror.events.apply import EventApplier, Result
+from mediamirror.events.apply import EventApplier, Result, route_each
 from mediamirror.events.batch import BatchApplier, pending_of
-from mediamirror.events.model import Action, ObjectEvent, Outcome
+from mediamirror.events.model import ObjectEvent, Outcome
 from mediamirror.events.record import event_row
-from mediamirror.events.routing import Route, targets
+from mediamirror.events.routing import Route
 from mediamirror.web.models import EVENTS
 
 log = logging.getLogger(__name__)
@@ -52,34 +52,13 @@ def route_events(
 ) -> list[Result]:
     """What each event is about: a ``pending`` result per source it must be applied to,
     or its final outcome when there is nothing to apply."""
-    results: list[Result] = []
-    routes = find_routes(False)
-    refreshed = False
-    sender_source = sender.source if sender is not None else None
-    for ev in events:
-        if ev.invalid is not None:
-            results.append(Result(ev, Outcome.REJECTED, sender_source, ev.invalid))
-            continue
-        if ev.action is Action.TEST:
-            results.append(Result(ev, Outcome.TEST, sender_source, "acknowledged"))
-            continue
-        if ev.action is Action.OTHER:
-            results.append(Result(ev, Outcome.IGNORED, sender_source, "event type not mirrored"))
-            continue
-        hits = targets(routes, ev.bucket, ev.key)
-        if not hits and not refreshed:
-            routes, refreshed = find_routes(True), True
-            hits = targets(routes, ev.bucket, ev.key)
-        if not hits:
-            detail = f"no source mirrors {ev.bucket}/{ev.key}"
-            results.append(Result(ev, Outcome.IGNORED, sender_source, detail))
-        for route in hits:
-            if not route.wanted(ev.key) and not route.is_marker(ev.key):
-                detail = "skipped by the source's filters"
-                results.append(Result(ev, Outcome.IGNORED, route.source, detail))
-            else:
-                results.append(Result(ev, Outcome.PENDING, route.source))
-    return results
+
+    def pending(route: Route, ev: ObjectEvent) -> Result:
+        if not route.wanted(ev.key) and not route.is_marker(ev.key):
+            return Result(ev, Outcome.IGNORED, route.source, "skipped by the source's filters")
+        return Result(ev, Outcome.PENDING, route.source)
+
+    return route_each(events, find_routes, sender, pending)
 
 
 def record(

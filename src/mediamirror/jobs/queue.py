@@ -366,27 +366,7 @@ def _notify_failed(conn: Connection, job_id: int, error: str | None, log_tail: s
 def release(catalog: Catalog, job_id: int, worker: str) -> bool:
     """Give back a job this worker holds but will not finish (it is shutting down): queued
     again at once, and the attempt it used is not counted."""
-    with catalog.write() as conn:
-        result = conn.execute(
-            update(JOBS)
-            .where(
-                JOBS.c.id == job_id,
-                JOBS.c.worker == worker,
-                JOBS.c.state == JobStatus.RUNNING.value,
-            )
-            .values(
-                state=JobStatus.QUEUED.value,
-                attempts=func.max(JOBS.c.attempts - 1, 0)
-                if conn.dialect.name == "sqlite"
-                else func.greatest(JOBS.c.attempts - 1, 0),
-                run_after=utcnow(),
-                lease_expires_at=None,
-                worker=None,
-                started_at=None,
-                message="queued again: its worker stopped",
-            )
-        )
-    return result.rowcount == 1
+    return _give_back(catalog, [job_id], worker, message="queued again: its worker stopped") == 1
 
 
 def release_unstarted(catalog: Catalog, job_ids: Sequence[int], worker: str) -> int:
@@ -395,6 +375,11 @@ def release_unstarted(catalog: Catalog, job_ids: Sequence[int], worker: str) -> 
     worker takes them. Returns how many went back."""
     if not job_ids:
         return 0
+    return _give_back(catalog, job_ids, worker, dispatched_at=None)
+
+
+def _give_back(catalog: Catalog, job_ids: Sequence[int], worker: str, **values: Any) -> int:
+    """Queue again the jobs of ``job_ids`` this worker holds, their attempt not counted."""
     with catalog.write() as conn:
         result = conn.execute(
             update(JOBS)
@@ -412,7 +397,7 @@ def release_unstarted(catalog: Catalog, job_ids: Sequence[int], worker: str) -> 
                 lease_expires_at=None,
                 worker=None,
                 started_at=None,
-                dispatched_at=None,
+                **values,
             )
         )
     return int(result.rowcount)

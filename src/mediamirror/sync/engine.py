@@ -720,15 +720,7 @@ class SyncEngine:
         sends the chunk through the full merge, which decides everything itself."""
         if conn.dialect.name != "sqlite" or not objs:
             return False
-        sql = _SQLITE_SAME if low is None else _SQLITE_SAME_AFTER
-        params: tuple[Any, ...] = (
-            (self.source.id, high) if low is None else (self.source.id, high, low)
-        )
-        cursor = conn.connection.cursor()
-        try:
-            rows = cursor.execute(sql, params).fetchall()
-        finally:
-            cursor.close()
+        rows = self._sqlite_range(conn, _SQLITE_SAME, _SQLITE_SAME_AFTER, low, high)
         if len(rows) != len(objs):
             return False
         keys = "\n".join([o.key for o in objs]).lower() + "\n"
@@ -739,6 +731,20 @@ class SyncEngine:
             for o in objs
         ]
         return bool(rows == listed)
+
+    def _sqlite_range(
+        self, conn: Connection, first: str, after: str, low: str | None, high: str
+    ) -> list[Any]:
+        """Rows of a prebuilt SQLite statement over this source's key range ``(low, high]``
+        (``first`` when the range is open below), straight through the driver."""
+        params: tuple[Any, ...] = (
+            (self.source.id, high) if low is None else (self.source.id, high, low)
+        )
+        cursor = conn.connection.cursor()
+        try:
+            return list(cursor.execute(first if low is None else after, params).fetchall())
+        finally:
+            cursor.close()
 
     def _existing(self, conn: Connection, low: str | None, high: str) -> dict[str, Any]:
         """The catalog's items of the key range ``(low, high]``, by key.
@@ -753,15 +759,7 @@ class SyncEngine:
             if low is not None:
                 query = query.where(ITEMS.c.key > low)
             return {row.key: row for row in conn.execute(query)}
-        sql = _SQLITE_RANGE if low is None else _SQLITE_RANGE_AFTER
-        params: tuple[Any, ...] = (
-            (self.source.id, high) if low is None else (self.source.id, high, low)
-        )
-        cursor = conn.connection.cursor()
-        try:
-            rows = cursor.execute(sql, params).fetchall()
-        finally:
-            cursor.close()
+        rows = self._sqlite_range(conn, _SQLITE_RANGE, _SQLITE_RANGE_AFTER, low, high)
         make, stamp = _ItemRow, _sqlite_stamp
         return {r[1]: make(r[0], r[1], r[2], r[3], stamp(r[4]), r[5], r[6]) for r in rows}
 
