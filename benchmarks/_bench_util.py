@@ -88,6 +88,9 @@ def mm_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]
     cannot leak into a benchmark; ``extra`` sets the ones the benchmark wants.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAMIRROR_")}
+    # Commands run with cached bytecode, as an installed package does (a shell that sets
+    # PYTHONDONTWRITEBYTECODE would make every command compile every module again).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["MEDIAMIRROR_HOME"] = str(home)
     env.update(extra or {})
     return env

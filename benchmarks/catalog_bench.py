@@ -12,9 +12,16 @@ starting point ``1afa7bc`` ("base", ``git archive 1afa7bc`` unpacked in ``--base
 in a child process of its own (``PYTHONPATH``), each with its own catalog (SQLite file, and
 a PostgreSQL schema when ``--pg URL`` or ``MEDIAMIRROR_TEST_DATABASE_URL`` is given). The
 children serve the requests in-process (``fastapi.testclient``, the whole app: auth,
-routing, JSON) and time each one (wall and process CPU); rounds are interleaved, so load
-on the shared machine hits both alike. PostgreSQL statistics are gathered (``ANALYZE``,
-what autovacuum does); SQLite's are not (nothing runs ``ANALYZE`` on a user's catalog).
+routing, JSON) and time each one (wall and process CPU; on PostgreSQL also the CPU of the
+backends serving the child, found by ``application_name``, from ``/proc/<pid>/stat``);
+rounds are interleaved, so load on the shared machine hits both alike. PostgreSQL
+statistics are gathered (``ANALYZE``, what autovacuum does); SQLite's are not (nothing
+runs ``ANALYZE`` on a user's catalog).
+
+``--keep DIR`` keeps the built catalogs (SQLite files in DIR, PostgreSQL schemas
+``catbench_<version>_<backend>_<items>_<jobs>_<migrations digest>``) and reuses them in
+later runs of the same size whose version has the same migrations; ``--base`` may point
+at any unpacked tree (a copy of ``src`` before a change, say) to compare against it.
 
 ``ls / -r --json`` of the whole tree runs as a real ``mediamirror`` command on the big
 catalog and on a tenth of it (built the same way): its peak RSS (``VmHWM``) must not
@@ -22,11 +29,14 @@ grow with the tree, and the first bytes must come out long before the end.
 
     .venv/bin/python benchmarks/catalog_bench.py                     # full size, ~10-15 min
     .venv/bin/python benchmarks/catalog_bench.py --items 100000 --jobs 10000 --requests 40
+    .venv/bin/python benchmarks/catalog_bench.py --skip-ls --keep benchmarks/.work/keep \
+        --endpoints "10k frames"                          # again, without building
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -272,11 +282,10 @@ def _child_op(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
 
         catalog = Catalog(msg["url"])
         add_source(catalog, "big", "file:///bench", env={}, mount="/big", check=False)
-        token = tokens.create(catalog, "viewer", "bench")
         with catalog.read() as conn:
             sid = conn.exec_driver_sql("SELECT id FROM sources WHERE name = 'big'").scalar()
         catalog.close()
-        return {"source_id": sid, "token": token}
+        return {"source_id": sid}
     if op == "open":
         from fastapi.testclient import TestClient
 
@@ -285,9 +294,10 @@ def _child_op(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
         from mediamirror.web.app import create_app
 
         catalog = Catalog(msg["url"])
+        token = tokens.create(catalog, "viewer", "bench")  # a fresh one: none is kept
         settings = load_settings({"home": msg["home"], "database_url": msg["url"]}, env={})
         app = create_app(Services(catalog, settings, {}), worker=False)
-        client = TestClient(app, headers={"Authorization": f"Bearer {msg['token']}"})
+        client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
         client.__enter__()
         state["client"] = client
         with catalog.read() as conn:
@@ -300,6 +310,7 @@ def _child_op(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
         client = state["client"]
         walls, cpus = [], []
         size = 0
+        server0 = server_cpu(msg.get("server"))
         for _ in range(msg["n"]):
             c0, t0 = time.process_time(), time.perf_counter()
             response = client.get(msg["url"])
@@ -308,8 +319,39 @@ def _child_op(state: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
             if response.status_code != 200:
                 return {"error": f"{response.status_code}: {response.text[:300]}"}
             size = len(response.content)
-        return {"wall": walls, "cpu": cpus, "bytes": size, "body": response.json()}
+        server = (server_cpu(msg.get("server")) - server0) / msg["n"]
+        return {
+            "wall": walls,
+            "cpu": cpus,
+            "server_cpu": server,
+            "bytes": size,
+            "body": response.json(),
+        }
     raise ValueError(op)
+
+
+def server_cpu(server: dict[str, str] | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving this child's catalog
+    (found by their ``application_name``; ``/proc/<pid>/stat``), 0 on SQLite."""
+    if not server:
+        return 0.0
+    import psycopg
+
+    with psycopg.connect(server["admin"], autocommit=True) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (server["name"],)
+            )
+        ]
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone, or a server on another machine
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Child:
@@ -355,17 +397,51 @@ class Catalogue:
     url: str
     home: Path
     pythonpath: str
-    token: str = ""
+    admin: str = ""
     ids: dict[str, int] = field(default_factory=dict)
     child: Child | None = None
 
+    @property
+    def server(self) -> dict[str, str] | None:
+        """How a child finds the PostgreSQL backends it uses (None on SQLite)."""
+        if self.backend != "pg":
+            return None
+        return {"admin": self.admin, "name": f"catbench_{self.version}_{os.getpid()}"}
+
+    @property
+    def app_url(self) -> str:
+        if self.server is None:
+            return self.url
+        return f"{self.url}&application_name={self.server['name']}"
+
+
+def schema_key(pythonpath: str) -> str:
+    """A digest of a version's migrations: a kept catalog is reused only by a version whose
+    schema it has."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(pythonpath, "mediamirror/catalog/migrations").rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
 
 def build(
-    version: str, backend: str, pythonpath: str, shape: Shape, work: Path, pg: str | None
+    version: str,
+    backend: str,
+    pythonpath: str,
+    shape: Shape,
+    work: Path,
+    pg: str | None,
+    keep: Path | None = None,
 ) -> Catalogue:
-    home = work / f"{version}-{backend}-{shape.items}"
+    name = f"{version}-{backend}-{shape.items}-{shape.jobs}-{schema_key(pythonpath)}"
+    home = (keep or work) / name
+    schema = f"catbench_{name.replace('-', '_')}" if keep else ""
+    if keep and (home / "built").exists():
+        url = f"sqlite:///{home / 'catalog.db'}" if backend == "sqlite" else ""
+        say(f"  {version} {backend}: reusing {home}")
+        url = url or _pg_url(pg or "", schema)
+        return Catalogue(version, backend, url, home, pythonpath, _plain_pg(pg or ""))
     home.mkdir(parents=True, exist_ok=True)
-    schema = ""
     if backend == "sqlite":
         path = home / "catalog.db"
         for suffix in ("", "-wal", "-shm"):
@@ -373,21 +449,23 @@ def build(
         url = f"sqlite:///{path}"
     else:
         assert pg is not None
-        schema = f"catbench_{version}_{secrets.token_hex(4)}"
+        schema = schema or f"catbench_{version}_{secrets.token_hex(4)}"
+        _pg_admin(pg, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         _pg_admin(pg, f'CREATE SCHEMA "{schema}"')
         url = _pg_url(pg, schema)
-        SCHEMAS.append(schema)
-    cat = Catalogue(version, backend, url, home, pythonpath)
+        if not keep:
+            SCHEMAS.append(schema)
+    cat = Catalogue(version, backend, url, home, pythonpath, _plain_pg(pg or ""))
     child = Child(version, pythonpath)
     made = child.ask(op="init", url=url)
     child.close()
-    cat.token = made["token"]
     t0 = time.perf_counter()
     if backend == "sqlite":
         fill_sqlite(home / "catalog.db", shape, made["source_id"])
     else:
         fill_pg(_plain_pg(pg or ""), schema, shape, made["source_id"])
     say(f"  {version} {backend}: {shape.items:,} items written in {time.perf_counter() - t0:.0f} s")
+    (home / "built").touch()
     return cat
 
 
@@ -455,9 +533,7 @@ def measure_pages(
     for cat in cats:
         cat.child = Child(cat.version, cat.pythonpath)
         paths = ["/big", "/big/seq-00001", "/big/seq-frames"]
-        cat.ids = cat.child.ask(
-            op="open", url=cat.url, home=str(cat.home), token=cat.token, paths=paths
-        )["ids"]
+        cat.ids = cat.child.ask(op="open", url=cat.app_url, home=str(cat.home), paths=paths)["ids"]
     results: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for r in range(rounds):
         say(f"  round {r + 1}/{rounds} ({wait_quiet(30)})")
@@ -469,10 +545,13 @@ def measure_pages(
             for cat in cats:
                 name, url = endpoints(cat.ids, shape)[name_index]
                 assert cat.child is not None
-                got = cat.child.ask(op="get", url=url, n=per_round)
-                slot = results.setdefault((name, cat.backend, cat.version), {"wall": [], "cpu": []})
+                got = cat.child.ask(op="get", url=url, n=per_round, server=cat.server)
+                slot = results.setdefault(
+                    (name, cat.backend, cat.version), {"wall": [], "cpu": [], "server": []}
+                )
                 slot["wall"] += got["wall"]
                 slot["cpu"] += got["cpu"]
+                slot["server"] += [got["server_cpu"]] * per_round
                 slot["bytes"] = [got["bytes"]]
     for cat in cats:
         assert cat.child is not None
@@ -487,6 +566,10 @@ def measure_pages(
                 "p50_ms": 1000 * statistics.median(got["wall"]),
                 "p99_ms": 1000 * percentile(got["wall"], 0.99),
                 "cpu_mean_ms": 1000 * statistics.fmean(got["cpu"]),
+                # The client's own CPU per request: its tail (a garbage collection, say)
+                # shows whatever the load on the machine.
+                "cpu_p99_ms": 1000 * percentile(got["cpu"], 0.99),
+                "server_cpu_mean_ms": 1000 * statistics.fmean(got["server"]),
                 "wall_mean_ms": 1000 * statistics.fmean(got["wall"]),
                 "bytes": got["bytes"][0],
                 "n": len(got["wall"]),
@@ -552,6 +635,12 @@ def main() -> None:
     parser.add_argument("--skip-ls", action="store_true")
     parser.add_argument("--only", choices=["sqlite", "pg"])
     parser.add_argument("--endpoints", default="", help="only endpoints whose name has this")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the built catalogs here (SQLite files; PostgreSQL schemas catbench_*) and "
+        "reuse them in later runs of the same size and schema",
+    )
     args = parser.parse_args()
     if args.child:
         child_main()
@@ -572,12 +661,12 @@ def main() -> None:
         shape = Shape(args.items, args.jobs)
         for backend in backends:
             say(f"{backend}: building")
-            cats = [build(v, backend, p, shape, work, args.pg) for v, p in versions]
+            cats = [build(v, backend, p, shape, work, args.pg, args.keep) for v, p in versions]
             out["pages"] += measure_pages(cats, shape, args.requests, args.rounds)
             if not args.skip_ls:
                 small = Shape(args.items // 10, 0, datasets=1000)
                 for v, p in versions:
-                    little = build(v, backend, p, small, work, args.pg)
+                    little = build(v, backend, p, small, work, args.pg, args.keep)
                     big = next(c for c in cats if c.version == v)
                     for size, cat in ((small.items, little), (args.items, big)):
                         got: dict[str, Any] = dict(measure_ls(cat))
@@ -596,7 +685,7 @@ def report(out: dict[str, Any]) -> None:
     pages = out["pages"]
     say(
         "\nendpoint | backend | change p50 / p99 ms | base p50 / p99 ms | p99 <= 50? | "
-        "wall ratio | cpu ratio"
+        "wall ratio | cpu ratio | cpu ms/request (client mean + PostgreSQL mean, client p99)"
     )
     for row in pages:
         if row["version"] != "change":
@@ -620,7 +709,15 @@ def report(out: dict[str, Any]) -> None:
         else:
             bshown, ratios = "-", "- | -"
         met = "yes" if row["p99_ms"] <= TARGET_MS else "NO"
-        say(f"{row['endpoint']} | {row['backend']} | {shown} | {bshown} | {met} | {ratios}")
+        cpu_ms = f"{row['cpu_mean_ms']:.1f} + {row['server_cpu_mean_ms']:.1f}"
+        cpu_ms += f", client p99 {row['cpu_p99_ms']:.1f}"
+        if base:
+            cpu_ms += f" (base {base['cpu_mean_ms']:.1f} + {base['server_cpu_mean_ms']:.1f}"
+            cpu_ms += f", client p99 {base['cpu_p99_ms']:.1f})"
+        say(
+            f"{row['endpoint']} | {row['backend']} | {shown} | {bshown} | {met} | {ratios} | "
+            f"{cpu_ms}"
+        )
     if out["ls"]:
         say("\nls -r --json | backend | items | peak RSS MiB | first byte s | total s | cpu s")
         for got in out["ls"]:

@@ -11,7 +11,9 @@ same pages with httpx, side by side in one run.
    re-sync of the unchanged feed, a raw walk. Each sync (the real CLI, spawn to exit) is
    divided by the mean of the two raw walks around it; *sync alone* uses the time the
    engine reports in its summary line (walk and catalog writes, which overlap; no
-   start-up or exit).
+   start-up or exit; the CLI starts the feed's walk while it is still importing, so part
+   of the walk is done before the engine's clock starts). The CLI runs with its bytecode
+   compiled once, as an installed package's is (PYTHONDONTWRITEBYTECODE is dropped).
 3. The re-sync of the unchanged feed must write nothing: a SHA-256 of every row of
    ``items`` and ``folders`` (``updated_at`` included) before and after, and the summary
    line must say ``0 added, 0 changed, 0 deleted``.
@@ -198,6 +200,20 @@ def digest(db: Path) -> str:
         conn.close()
 
 
+def cli_env(env: dict[str, str]) -> dict[str, str]:
+    """The CLI's environment with its bytecode read from ``__pycache__`` as an installed
+    package's is (a shell may set PYTHONDONTWRITEBYTECODE: then every command would compile
+    mediamirror's modules again, about 0.07 s of CPU)."""
+    return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_sources() -> None:
+    """mediamirror's bytecode written once (``pip install`` does it for a wheel)."""
+    src = REPO / "src" / "mediamirror"
+    env = cli_env(dict(os.environ))
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(src)], env=env, check=True)
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -218,6 +234,7 @@ def main() -> int:
     command = " ".join(sys.argv[1:])
     say(f"feed benchmark: {args.records:,} records, {args.page} a page, {args.rounds} round(s)")
     cms = start_cms(args.records, args.page)
+    compile_sources()
     walks: list[Walk] = []
     firsts: list[tuple[Synced, Walk, Walk]] = []  # (sync, walk before, walk after)
     resyncs: list[tuple[Synced, Walk, Walk]] = []
@@ -255,7 +272,7 @@ def main() -> int:
             config = {"feeds": {"premiere": feed_block(cms)}}
             (home / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
             extra = {"CMS_TOKEN": cms.token, "MEDIAMIRROR_AUTO_POSTPROCESS": "false"}
-            env = mm_env(home, {**extra, "MEDIAMIRROR_LOG_FILE": "off"})
+            env = cli_env(mm_env(home, {**extra, "MEDIAMIRROR_LOG_FILE": "off"}))
             add = ["source", "add", "premiere", "feed://premiere", "--mount", "/premiere"]
             run_timed([MEDIAMIRROR, *add], env=env)
             first = synced(f"first sync {r}", env)

@@ -14,7 +14,12 @@ One run, same keys, same machine:
    written in AWS's format (manifest.json + manifest.checksum + data files of
    ``--rows-per-file`` rows, CSV.gz and Parquet) to moto's S3 API server.
 4. *Reader*: download, MD5 checks, parsing, filtering and sorting, pages of ObjectInfo
-   (``mediamirror.sync.inventory``), no catalog: keys/s.
+   (``mediamirror.sync.inventory``), no catalog, in a child process: keys/s (wall and
+   CPU) and the child's peak RSS (``VmHWM``), at two report sizes (``--rss-keys`` and
+   ``--files``, in as many data files; both above one sorted run of 262,144 keys) to show
+   whether memory grows with the report.
+   ``--base-src`` runs the same reader from another source tree too (before a change).
+   The first syncs from the report (step 5) run in a child process the same way.
 5. *Inventory sync*: the same source synced from the report (the engine's ``listing``)
    into a fresh SQLite catalog: keys/s and the ratio to the listing sync, in wall time and
    in CPU time of this process (which moves less with other work on the machine). Both
@@ -24,13 +29,16 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/inventory_bench.py              # 1,000,000 keys
     .venv/bin/python benchmarks/inventory_bench.py --files 100000
+    .venv/bin/python benchmarks/inventory_bench.py --base-src /tmp/inv-before/src
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -52,10 +60,7 @@ from mediamirror.sources import add_source, sync_source  # noqa: E402
 from mediamirror.stores import ReadOnlyStore, open_store, parse_spec  # noqa: E402
 from mediamirror.stores.local import LocalStore  # noqa: E402
 from mediamirror.sync.inventory import (  # noqa: E402
-    Inventory,
     find_report,
-    load,
-    pages,
     read_report,
     sync_from_inventory,
 )
@@ -109,6 +114,75 @@ def timed() -> Iterator[Timed]:
     t.wall, t.cpu = time.perf_counter() - wall, time.process_time() - cpu
 
 
+#: The reader alone, or a first sync from the report into a fresh SQLite catalog, in a
+#: child process (its own peak RSS): the same code for any source tree whose
+#: ``Inventory(store, report, prefix, page_size)`` is a listing for ``sync_source``.
+CHILD = """
+import json, os, sys, time
+import psutil
+import pyarrow, pyarrow.csv, pyarrow.parquet
+from mediamirror.catalog.db import Catalog
+from mediamirror.config import Settings
+from mediamirror.sources import add_source, sync_source
+from mediamirror.stores import ReadOnlyStore, open_store, parse_spec
+from mediamirror.sync.inventory import Inventory, find_report, read_report
+url, endpoint, mode = sys.argv[1:4]
+spec = parse_spec(url, preset="minio", endpoint_url=endpoint)
+store = ReadOnlyStore(open_store(spec, os.environ))
+report = read_report(store, find_report(store, "media"), "media")
+listing = Inventory(store, report, "", 1000)
+if mode == "sync":
+    catalog = Catalog(f"sqlite:///{sys.argv[4]}")
+    add_source(catalog, "files", f"file://{sys.argv[5]}", env=os.environ, check=False)
+rss = psutil.Process().memory_info().rss
+wall, cpu = time.perf_counter(), time.process_time()
+if mode == "sync":
+    summary = sync_source(catalog, Settings(sync_page_size=1000), "files", os.environ,
+                          listing=listing)
+    count = summary.added
+else:
+    count = sum(len(page) for page in listing(None))
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+# The peak of this program (rusage's maxrss would count the forking parent's pages too).
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"keys": count, "wall": wall, "cpu": cpu, "rss_before": rss, "peak": peak}))
+"""
+
+
+@dataclass
+class Reader:
+    keys: int
+    wall: float
+    cpu: float
+    peak_mb: float  # the child's peak RSS
+    before_mb: float  # its RSS once everything was imported, before reading
+
+
+def in_child(url: str, endpoint: str, src: Path, *sync: str) -> Reader:
+    """The reader (or with ``sync``: catalog path, directory: a first sync) in a child."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    mode = "sync" if sync else "read"
+    argv = [sys.executable, "-c", CHILD, url, endpoint, mode, *sync]
+    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{mode} from {src} failed ({proc.returncode})")
+    got = json.loads(proc.stdout)
+    mb = 1024 * 1024
+    return Reader(got["keys"], got["wall"], got["cpu"], got["peak"] / mb, got["rss_before"] / mb)
+
+
+def reader_table(readers: list[tuple[str, str, Reader]]) -> None:
+    log("")
+    log("| reader alone (download, MD5, parse, sort, pages) | keys/s wall | keys per CPU-s "
+        "| peak RSS | over the RSS before reading |")  # fmt: skip
+    log("|---|---|---|---|---|")
+    for fmt, tree, got in readers:
+        log(f"| {fmt}, {got.keys:,} keys ({tree}) | {got.keys / got.wall:,.0f} | "
+            f"{got.keys / got.cpu:,.0f} | {got.peak_mb:.0f} MB | "
+            f"{got.peak_mb - got.before_mb:+.0f} MB |")  # fmt: skip
+
+
 def listing_sync(bench: Path, root: Path, settings: Settings, env: dict[str, str], n: int) -> Any:
     cat = catalog_at(bench / f"listing-{n}.db")
     add_source(cat, "files", f"file://{root}", env=env, check=False)
@@ -155,11 +229,15 @@ def bench_s3(
     cat.close()
     if not same or done.since.writes:
         raise SystemExit("S3: the inventory sync does not match the listing sync")
-    first = done.from_report.seconds
+    if done.from_report is None:
+        raise SystemExit("S3: the report was not read")
+    # The report is read and sorted before the pass's sync run: both count.
+    first = whole.wall - done.since.seconds
     return [
         f"| S3 ({count:,} keys on moto): listing sync | {count / listing.wall:,.0f} keys/s "
         f"({listing.wall:.1f} s) |",
-        f"| S3: `sync --from-inventory`, pass over the Parquet report | {count / first:,.0f} "
+        f"| S3: `sync --from-inventory`, report read and sorted, then the pass over it | "
+        f"{count / first:,.0f} "
         f"keys/s ({first:.1f} s): {listing.wall / first:.1f}x the listing sync |",
         f"| S3: `sync --from-inventory`, follow-up listing sync (0 writes) | "
         f"{done.since.seconds:.1f} s |",
@@ -174,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-per-file", type=int, default=250_000, help="[250,000]")
     parser.add_argument(
         "--s3-keys", type=int, default=20_000, help="keys of the S3 phase, 0: none [20,000]"
+    )
+    parser.add_argument(
+        "--rss-keys", type=int, default=500_000, help="the smaller report's keys [500,000]"
+    )
+    parser.add_argument("--readers-only", action="store_true", help="measure the readers, no syncs")
+    parser.add_argument(
+        "--base-src", type=Path, help="another source tree: its reader measured too"
     )
     parser.add_argument(
         "--work-dir", type=Path, default=ROOT / "benchmarks" / ".work", help="[benchmarks/.work]"
@@ -210,28 +295,47 @@ def main(argv: list[str] | None = None) -> int:
             )
             store = ReadOnlyStore(open_store(spec, env))
             reports[fmt] = (store, read_report(store, find_report(store, "media"), "media"))
+            small = rows[: args.rss_keys]
+            client.create_bucket(Bucket=f"{inv_bucket}-small")
+            # As many data files as the big report: four are downloaded at once either way.
+            write_report(client, f"{inv_bucket}-small", "media", small, fmt=fmt, files=files)
         del rows
+        trees = {"this tree": ROOT / "src"}
+        if args.base_src:
+            trees["base"] = args.base_src.resolve()
+        readers: list[tuple[str, str, Reader]] = []
+        for fmt in ("CSV", "Parquet"):
+            for tree, src in trees.items():
+                for suffix in ("-small", ""):
+                    url = f"s3://inventory-{fmt.lower()}{suffix}/inventory/"
+                    got = in_child(url, server.endpoint, src)
+                    readers.append((fmt, tree, got))
+                    log(f"{fmt} reader ({tree}), {got.keys:,} keys: wall {got.wall:.1f} s, "
+                        f"CPU {got.cpu:.1f} s, peak RSS {got.peak_mb:.0f} MB "
+                        f"({got.before_mb:.0f} MB before reading)")  # fmt: skip
 
+        if args.readers_only:
+            reader_table(readers)
+            return 0
         # Listing, CSV, Parquet, listing: each inventory sync against the mean of the two
         # listing syncs around it (other work on a shared machine moves wall times).
         before, want = listing_sync(bench, root, settings, env, 1)
-        figures: dict[str, tuple[Timed, Timed]] = {}
-        for fmt, (store, report) in reports.items():
-            with timed() as reader:
-                count = sum(len(p) for p in pages(load(store, report, ""), report))
-            log(f"{fmt}: reader {count:,} keys: wall {reader.wall:.1f} s, CPU {reader.cpu:.1f} s")
-            cat = catalog_at(bench / f"inventory-{fmt.lower()}.db")
-            add_source(cat, "files", f"file://{root}", env=env, check=False)
-            inventory = Inventory(store, report, "", settings.sync_page_size)
-            with timed() as synced:
-                summary = sync_source(cat, settings, "files", env, listing=inventory)
-            same = item_digest(cat) == want
-            cat.close()
-            log(f"{fmt}: inventory sync: {summary.line()}; wall {synced.wall:.1f} s, "
-                f"CPU {synced.cpu:.1f} s; same items as the listing sync: {same}")  # fmt: skip
-            if not same or summary.added != args.files:
-                raise SystemExit(f"{fmt}: the inventory sync does not match the listing sync")
-            figures[fmt] = (reader, synced)
+        figures: dict[tuple[str, str], Reader] = {}
+        for fmt in reports:
+            for tree, src in trees.items():
+                db = bench / f"inventory-{fmt.lower()}.db"
+                catalog_at(db).close()
+                url = f"s3://inventory-{fmt.lower()}/inventory/"
+                got = in_child(url, server.endpoint, src, str(db), str(root))
+                cat = Catalog(f"sqlite:///{db}")
+                same = item_digest(cat) == want
+                cat.close()
+                log(f"{fmt}: inventory sync ({tree}): {got.keys:,} added; wall {got.wall:.1f} s, "
+                    f"CPU {got.cpu:.1f} s, peak RSS {got.peak_mb:.0f} MB; same items as the "
+                    f"listing sync: {same}")  # fmt: skip
+                if not same or got.keys != args.files:
+                    raise SystemExit(f"{fmt}: the inventory sync does not match the listing sync")
+                figures[fmt, tree] = got
         after, _ = listing_sync(bench, root, settings, env, 2)
         s3_lines = bench_s3(server, bench, settings, env, args.s3_keys) if args.s3_keys else []
     finally:
@@ -239,17 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     wall = (before.wall + after.wall) / 2
     cpu = (before.cpu + after.cpu) / 2
     n = args.files
+    reader_table(readers)
     log("")
     log(f"| figure ({n:,} keys, SQLite catalog, local directory as the bucket) | value |")
     log("|---|---|")
     log(f"| listing sync (directory walk), mean of 2 | {n / wall:,.0f} keys/s wall, "
         f"{n / cpu:,.0f} keys per CPU-s ({before.wall:.1f} s, {after.wall:.1f} s) |")  # fmt: skip
-    for fmt, (reader, synced) in figures.items():
-        log(f"| {fmt} report: reader alone (download, MD5, parse, sort, pages) | "
-            f"{n / reader.wall:,.0f} keys/s |")  # fmt: skip
-        log(f"| {fmt} report: first sync from the inventory | {n / synced.wall:,.0f} keys/s "
-            f"wall, {n / synced.cpu:,.0f} keys per CPU-s |")  # fmt: skip
-        log(f"| {fmt} report: speed ratio inventory sync / listing sync | "
+    for (fmt, tree), synced in figures.items():
+        log(f"| {fmt} report: first sync from the inventory ({tree}) | {n / synced.wall:,.0f} "
+            f"keys/s wall, {n / synced.cpu:,.0f} keys per CPU-s, peak RSS "
+            f"{synced.peak_mb:.0f} MB |")  # fmt: skip
+        log(f"| {fmt} report ({tree}): speed ratio inventory sync / listing sync | "
             f"{wall / synced.wall:.2f}x wall, {cpu / synced.cpu:.2f}x CPU |")  # fmt: skip
     for line in s3_lines:
         log(line)

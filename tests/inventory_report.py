@@ -115,9 +115,11 @@ def write_report(
     files: int = 2,
     seed: int = 7,
     manifest: dict[str, Any] | None = None,
+    created: datetime | None = None,
 ) -> str:
     """Publish one report (rows shuffled over ``files`` data files); its manifest's key.
-    ``manifest``: fields to override in manifest.json."""
+    ``created``: its creationTimestamp (default: now, as AWS writes it once its scan
+    began); ``manifest``: fields to override in manifest.json."""
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
     base = f"{dest_prefix}{source_bucket}/{config_id}"
@@ -137,7 +139,7 @@ def write_report(
         "sourceBucket": source_bucket,
         "destinationBucket": f"arn:aws:s3:::{inventory_bucket}",
         "version": "2016-11-30",
-        "creationTimestamp": "1764374400000",
+        "creationTimestamp": str(int((created or datetime.now(UTC)).timestamp() * 1000)),
         "fileFormat": fmt,
         "fileSchema": ", ".join(CSV_FIELDS) if fmt == "CSV" else PARQUET_SCHEMA,
         "files": entries,

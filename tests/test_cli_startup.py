@@ -41,7 +41,7 @@ HEAVY = (
 _PROBE = """
 import atexit, json, sys
 out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+atexit.register(lambda: open(out, "w").write(json.dumps(list(sys.modules))))
 sys.argv[0] = "mediamirror"
 from mediamirror.cli import main
 main()
@@ -72,7 +72,8 @@ def feed_cli(cms: CmsServer, sqlite_cli: Cli) -> Cli:
 
 def probe(
     cli: Cli, tmp_path: Path, *args: str
-) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The command's output and the modules it loaded, in the order they were loaded."""
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     done = subprocess.run(
@@ -84,7 +85,7 @@ def probe(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return done, set(json.loads(out.read_text()))
+    return done, list(json.loads(out.read_text()))
 
 
 def test_help_imports_no_heavy_module(sqlite_cli: Cli, tmp_path: Path) -> None:
@@ -92,6 +93,8 @@ def test_help_imports_no_heavy_module(sqlite_cli: Cli, tmp_path: Path) -> None:
     done, modules = probe(sqlite_cli, tmp_path, "--help")
     assert "sync" in done.stdout
     assert sorted(m for m in HEAVY if m in modules) == []
+    # Nor the catalog's or the network's libraries: help opens nothing.
+    assert [m for m in ("sqlalchemy", "httpx", "sqlite3") if m in modules] == []
 
 
 def test_a_feed_sync_imports_no_heavy_module(feed_cli: Cli, tmp_path: Path) -> None:
@@ -103,6 +106,19 @@ def test_a_feed_sync_imports_no_heavy_module(feed_cli: Cli, tmp_path: Path) -> N
     done, modules = probe(feed_cli, tmp_path, "sync", "premiere")
     assert "premiere: 0 added, 0 changed, 0 deleted, 5 unchanged" in done.stdout
     assert sorted(m for m in HEAVY if m in modules) == []
+
+
+def test_a_feed_sync_starts_its_walk_before_importing_the_catalog(
+    feed_cli: Cli, tmp_path: Path
+) -> None:
+    """The head start (stores/feed_early.py): the feed's walk is under way while SQLAlchemy
+    and the sync engine are imported, not after."""
+    done, modules = probe(feed_cli, tmp_path, "sync", "premiere")
+    assert "premiere: 5 added" in done.stdout
+    order = {name: i for i, name in enumerate(modules)}
+    assert order["mediamirror.stores.feed_early"] < order["sqlalchemy"]
+    assert order["mediamirror.stores.feed"] < order["sqlalchemy"]
+    assert order["mediamirror.stores.feed"] < order["mediamirror.sync.engine"]
 
 
 def test_a_command_ends_with_everything_written(feed_cli: Cli) -> None:

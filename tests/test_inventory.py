@@ -200,6 +200,13 @@ def test_refusals_are_one_line(sqlite_url: str, bucket: S3Bucket, inventory: S3B
     doc = json.loads(inventory.client.get_object(Bucket=inventory.name, Key=key)["Body"].read())
     inventory.put(doc["files"][0]["key"], b"tampered")
     refused(SyncError, "does not match its MD5 checksum")
+    # A data file the manifest lists, missing from the bucket.
+    key = write_report(
+        inventory.client, inventory.name, bucket.name, rows, stamp="2026-12-02T00-00Z"
+    )
+    doc = json.loads(inventory.client.get_object(Bucket=inventory.name, Key=key)["Body"].read())
+    inventory.delete(doc["files"][1]["key"])
+    refused(SyncError, "lists s3://", "which does not exist")
     # The catalog lost nothing to the refusals: the source was never synced.
     assert catalog_items(catalog) == {}
     catalog.close()
@@ -237,3 +244,134 @@ def test_empty_report_of_an_empty_prefix(
 
     assert (done.from_report.listed, done.from_report.added, done.since.added) == (0, 0, 0)
     catalog.close()
+
+
+def _apply_events(
+    catalog: Catalog, bucket: S3Bucket, created: list[str], removed: list[str]
+) -> None:
+    """Bucket events for these keys, applied in process as the service applies them."""
+    from mediamirror.events.apply import applier_for
+    from mediamirror.events.model import Action, ObjectEvent
+    from mediamirror.events.routing import Route
+    from mediamirror.services import Services
+    from mediamirror.sources import get_source
+
+    applier = applier_for(Services(catalog, _settings(), dict(os.environ)))
+    route = Route.of(get_source(catalog, "src"))
+    for key, action in [(k, Action.CREATED) for k in created] + [
+        (k, Action.REMOVED) for k in removed
+    ]:
+        kind = "ObjectCreated:Put" if action is Action.CREATED else "ObjectRemoved:Delete"
+        result = applier.apply(route, ObjectEvent("s3", kind, action, bucket.name, key))
+        assert result.outcome.value == "applied", result.as_dict()
+
+
+def _rows_and_jobs(catalog: Catalog, keys: list[str]) -> tuple[dict[str, Any], int]:
+    """Every column of these keys' items, and how many jobs the catalog holds."""
+    from sqlalchemy import func, select
+
+    from mediamirror.catalog.models import ITEMS
+    from mediamirror.jobs.model import JOBS
+
+    with catalog.read() as conn:
+        rows = conn.execute(select(ITEMS).where(ITEMS.c.key.in_(keys))).all()
+        jobs = conn.execute(select(func.count()).select_from(JOBS)).scalar_one()
+    return {r.key: tuple(r) for r in rows}, jobs
+
+
+def test_items_written_after_the_report_are_left_to_the_listing(
+    catalog: Catalog, bucket: S3Bucket, inventory: S3Bucket
+) -> None:
+    """Events after the report's creation: the report's pass neither deletes the key they
+    added, nor rewinds the one they changed, nor brings back the one they deleted, and
+    nothing is queued again; what happened before the report, the report decides."""
+    _fill(bucket)
+    add_source(catalog, "src", bucket, "media")
+    sync(catalog, "src")  # the last full listing: before the report
+    bucket.delete("media/a/notes.txt")  # gone before the report: the report tells
+    rows = listing_rows(bucket.client, bucket.name)
+    write_report(inventory.client, inventory.name, bucket.name, rows, fmt="CSV")
+    # After the report: events keep the catalog current.
+    bucket.put("media/new.bin", b"new")
+    bucket.put("media/frames/001.png", b"rewritten")
+    bucket.delete("media/frames/002.png")
+    _apply_events(
+        catalog, bucket, ["media/new.bin", "media/frames/001.png"], ["media/frames/002.png"]
+    )
+    later = ["media/new.bin", "media/frames/001.png", "media/frames/002.png"]
+    before = _rows_and_jobs(catalog, later)
+    assert len(before[0]) == 3
+
+    done = _run(catalog, "src", inventory.url("inventory/"))
+
+    assert done.from_report is not None
+    first, since = done.from_report, done.since
+    assert (first.added, first.changed, first.deleted) == (0, 0, 1)  # notes.txt only
+    assert (since.added, since.changed, since.deleted) == (0, 0, 0)
+    assert _rows_and_jobs(catalog, later) == before  # not one write, not one job
+    items = catalog_items(catalog)
+    assert items["media/new.bin"].state == "present"
+    assert items["media/frames/001.png"].size == len(b"rewritten")
+    assert items["media/frames/002.png"].state == "deleted"
+    assert items["media/a/notes.txt"].state == "deleted"
+
+
+def test_report_older_than_the_last_listing_is_not_read(
+    catalog: Catalog, bucket: S3Bucket, inventory: S3Bucket
+) -> None:
+    _fill(bucket)
+    add_source(catalog, "src", bucket, "media")
+    rows = listing_rows(bucket.client, bucket.name)
+    write_report(inventory.client, inventory.name, bucket.name, rows, fmt="Parquet")
+    bucket.put("media/new.bin", b"new")  # after the report; a listing brings it
+    sync(catalog, "src")
+
+    done = _run(catalog, "src", inventory.url("inventory/"))
+
+    assert done.from_report is None
+    assert "older than the catalog's last full listing" in done.lines()[0]
+    assert "not read, listed instead" in done.lines()[0]
+    assert done.since.writes == 0
+    assert catalog_items(catalog)["media/new.bin"].state == "present"
+
+
+def test_runs_merged_from_disk_give_the_listing_order(
+    bucket: S3Bucket, inventory: S3Bucket, tmp_path: Any
+) -> None:
+    """Runs of 2 rows merged 3 at a time (two levels of merges): the report's keys come
+    out in the order of S3's listing; a key in two data files is refused."""
+    from mediamirror.stores import ReadOnlyStore, open_store, parse_spec
+    from mediamirror.sync.inventory import (
+        Inventory,
+        find_report,
+        objects,
+        read_report,
+        sort_report,
+    )
+
+    keys = [f"media/{c}{i}" for i in range(12) for c in ("b", "A", "é", "~", "a b")]
+    bucket.put_many(keys)
+    rows = listing_rows(bucket.client, bucket.name)
+    for fmt in ("CSV", "Parquet"):
+        write_report(inventory.client, inventory.name, bucket.name, rows, fmt=fmt, files=4)
+        spec = parse_spec(inventory.url("inventory/"), **inventory.options)
+        store = ReadOnlyStore(open_store(spec, os.environ))
+        report = read_report(store, find_report(store, bucket.name), bucket.name)
+        work = tmp_path / fmt
+        work.mkdir()
+        runs = sort_report(store, report, "media/", work, run_rows=2, fan_in=3)
+        listed = [o.key for o in objects(runs.rows(), report)]
+        assert listed == bucket.keys()  # S3's order: UTF-8 bytes
+        assert list(work.iterdir()) == []  # every run removed once read
+    # One key in two data files.
+    write_report(
+        inventory.client,
+        inventory.name,
+        bucket.name,
+        rows + rows[:1],
+        files=2,
+        stamp="2026-12-01T00-00Z",
+    )
+    report = read_report(store, find_report(store, bucket.name), bucket.name)
+    with pytest.raises(SyncError, match="twice"):
+        list(Inventory(store, report, "")(None))

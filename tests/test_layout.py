@@ -114,6 +114,52 @@ def test_sidecars_without_a_video_and_other_files_stay_plain() -> None:
     assert place("top.txt") == Placement(folder="")
 
 
+#: Keys of every kind, in listing order, with the awkward cases of the key-based fast
+#: path: a prefix cutting into the last segment, dots at a name's start, upper case,
+#: unsafe segments, sidecars with and without their video.
+LISTED = [
+    ("pre", 10),
+    ("pre.jpg", 10),
+    ("pre.x/a.bin", 10),
+    ("pre/.jpg", 10),
+    ("pre/a..b/.hidden", 10),
+    ("pre/a/../b/f.tif", 10),
+    ("pre/a//c.txt", 10),
+    ("pre/d/clip.json", 10),
+    ("pre/d/clip.mov", 10),
+    ("pre/d/clip.mov.csv", 10),
+    ("pre/d/f%2E.bin", 10),
+    ("pre/d/frame.JPG", 10),
+    ("pre/d/huge.png", BIG),
+    ("pre/d/note", 10),
+    ("pre/d/other.json", 10),
+    ("pre/d/slide.SVS", 10),
+    ("pre/d/x.tar.gz", 10),
+    ("pre/e/a.bin", 10),
+    ("pre/e/b.jpeg", 10),
+    ("pre/e/c.bin", 10),
+    ("prefix/a.mp4", 10),
+    ("prefixed.bin", 10),
+]
+
+
+@pytest.mark.parametrize("images", ["auto", "large-image", "sequence"])
+@pytest.mark.parametrize("prefix", ["", "pre/", "pre", "pre/d/cl"])
+def test_place_listed_places_each_key_as_place_does(prefix: str, images: str) -> None:
+    """The batch placement (a plain file's folder found once per folder) gives what
+    :meth:`Layout.place` gives key by key, in any order."""
+    listed = [(k, size) for k, size in LISTED if k.startswith(prefix) and k != prefix]
+    for lay_videos in (False, True):
+        lay = Layout(prefix, lambda key: f"s3://bkt/{key}", BIG, images)
+        videos = lay.videos_by_stem(listed) if lay_videos else {}
+        expected = [lay.place(k, size, videos) for k, size in listed]
+        assert lay.place_listed(listed, videos) == expected
+        shuffled = listed[1::2] + listed[::2]
+        assert lay.place_listed(shuffled, videos) == [
+            lay.place(k, size, videos) for k, size in shuffled
+        ]
+
+
 def test_group_prefix_keeps_a_video_and_its_sidecars_together() -> None:
     assert group_prefix("a/b/clip.mov.json") == "a/b/clip."
     assert group_prefix("a/b.d/clip") is None

@@ -36,6 +36,7 @@ from mediamirror.errors import StoreError
 from mediamirror.sources import sync_source
 from mediamirror.stores.local import LocalStore
 from mediamirror.stores.s3 import S3Store, parse_timestamp
+from mediamirror.sync.engine import _FRESH_CHUNKS
 from mediamirror.sync.layout import AUTO, LARGE_IMAGES, SEQUENCE, Layout
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -433,6 +434,54 @@ def test_local_first_sync_from_raw_stats_equals_the_full_merge(
         assert (again.added, again.changed, again.unchanged) == (0, 0, len(names))
         assert writes.writes_to("items", "folders") == []
         catalog.close()
+
+
+def test_local_first_sync_writes_new_files_of_several_pages_in_one_transaction(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """New files of consecutive pages share one write transaction (SQLite's commit per
+    page was a fixed cost of every page): 20 pages of new files take
+    ceil(20 / _FRESH_CHUNKS) commits; a page of known files in between writes what waited
+    first; the run counts what it committed."""
+    root = tmp_path / "files"
+    names = [f"d{i // 10}/f{i:03d}.bin" for i in range(100)]
+    _tree(root, names)
+    catalog = Catalog(sqlite_url)
+    add_source(catalog, "src", LocalBucket(root))
+    commits = 0
+    inserting = False
+
+    def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        nonlocal inserting
+        inserting = inserting or statement.startswith("INSERT INTO items")
+
+    def committed(conn: Any) -> None:
+        nonlocal commits, inserting
+        commits += inserting
+        inserting = False
+
+    event.listen(catalog.engine, "before_cursor_execute", saw)
+    event.listen(catalog.engine, "commit", committed)
+    try:
+        first = sync(catalog, "src", page_size=5)
+        assert (first.added, first.listed) == (100, 100)
+        assert commits == -(-20 // _FRESH_CHUNKS) < 20
+        # 10 pages of new files, the 20 known pages, 10 new pages again.
+        more = [f"c{i // 10}/f{i:03d}.bin" for i in range(50)]
+        more += [f"e{i // 10}/f{i:03d}.bin" for i in range(50)]
+        _tree(root, more)
+        commits = 0
+        again = sync(catalog, "src", page_size=5)
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", saw)
+        event.remove(catalog.engine, "commit", committed)
+    assert (again.added, again.unchanged, again.listed) == (100, 100, 200)
+    # The c pages in one, the e pages in one, and the two chunks straddling new and known
+    # keys (c4/f049.bin with the first d keys, d9/f099.bin with the first e keys) each
+    # in its own, through the full merge.
+    assert commits == 4
+    assert sorted(catalog_items(catalog)) == sorted(names + more)
+    catalog.close()
 
 
 def test_sqlite_times_from_nanoseconds_equal_the_datetime_route() -> None:

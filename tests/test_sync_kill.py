@@ -183,9 +183,9 @@ def test_interrupted_sync_records_its_run_and_releases_the_lease(
 
 
 def test_interrupt_inside_a_page_counts_only_committed_pages(catalog: Catalog, store: Any) -> None:
-    """Ctrl-C in the middle of a page's transaction: that page is rolled back, and the
-    run's figures do not count it."""
-    store.put_many([f"p/k{i:03d}.txt" for i in range(30)])
+    """Ctrl-C in the middle of a page's transaction (a local first sync's new files of
+    several pages share one): it is rolled back, and the run's figures do not count it."""
+    store.put_many([f"p/k{i:03d}.txt" for i in range(100)])
     add_source(catalog, "src", store)
     pages = 0
     writing = False
@@ -194,32 +194,32 @@ def test_interrupt_inside_a_page_counts_only_committed_pages(catalog: Catalog, s
         nonlocal writing
         writing = writing or statement.lstrip().upper().startswith("INSERT INTO ITEMS")
 
-    def interrupt_third_commit(conn: Any) -> None:
-        # Ctrl-C after the page's statements ran, just before its COMMIT.
+    def interrupt_second_commit(conn: Any) -> None:
+        # Ctrl-C after the transaction's statements ran, just before its COMMIT.
         nonlocal pages, writing
         if writing:
             pages += 1
             writing = False
-            if pages == 3:
+            if pages == 2:
                 raise KeyboardInterrupt
 
     event.listen(catalog.engine, "before_cursor_execute", saw_statement)
-    event.listen(catalog.engine, "commit", interrupt_third_commit)
+    event.listen(catalog.engine, "commit", interrupt_second_commit)
     try:
         with pytest.raises(KeyboardInterrupt):
             sync(catalog, "src", page_size=5)
     finally:
         event.remove(catalog.engine, "before_cursor_execute", saw_statement)
-        event.remove(catalog.engine, "commit", interrupt_third_commit)
+        event.remove(catalog.engine, "commit", interrupt_second_commit)
 
     committed = item_count(catalog)
-    assert 0 < committed < 30
+    assert 0 < committed < 100
     runs = sync_runs(catalog)
     assert [(r.state, r.error, r.added) for r in runs] == [("error", "interrupted", committed)]
     assert runs[0].listed == committed
     with catalog.read() as conn:
         assert conn.execute(select(LEASES)).all() == []
-    assert sync(catalog, "src").added == 30 - committed
+    assert sync(catalog, "src").added == 100 - committed
 
 
 def test_a_live_holder_blocks_the_cli_sync(

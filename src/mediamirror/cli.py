@@ -436,8 +436,8 @@ def sync(
         if process:
             _process(obj, chosen)
             return
-        for name in chosen:
-            _sync_one(obj, name, quiet, inventory)
+        for i, name in enumerate(chosen):
+            _sync_one(obj, name, quiet, inventory, head_start=i == 0)
 
 
 def _chosen_sources(
@@ -504,20 +504,29 @@ def watch(obj: Context, names: tuple[str, ...], interval: float) -> None:
     click.echo(f"watch stopped after {rounds} round(s)")
 
 
-def _sync_one(obj: Context, name: str, quiet: bool, inventory: str | None = None) -> None:
-    from mediamirror.sources import sync_source
-
+def _sync_one(
+    obj: Context, name: str, quiet: bool, inventory: str | None = None, *, head_start: bool = False
+) -> None:
     interrupt.check()
-    with _progress(f"sync {name}", quiet) as progress:
-        if inventory is not None:  # `sync --from-inventory`: sync/inventory.py
-            from mediamirror.sync.inventory import sync_from_inventory
+    early = head_start and inventory is None and _start_feed_walk(obj, name)
+    try:
+        from mediamirror.sources import sync_source
 
-            done = sync_from_inventory(
-                obj.catalog, obj.settings, name, obj.env, inventory, progress
-            )
-            lines = done.lines()
-        else:
-            lines = [sync_source(obj.catalog, obj.settings, name, obj.env, progress).line()]
+        with _progress(f"sync {name}", quiet) as progress:
+            if inventory is not None:  # `sync --from-inventory`: sync/inventory.py
+                from mediamirror.sync.inventory import sync_from_inventory
+
+                done = sync_from_inventory(
+                    obj.catalog, obj.settings, name, obj.env, inventory, progress
+                )
+                lines = done.lines()
+            else:
+                lines = [sync_source(obj.catalog, obj.settings, name, obj.env, progress).line()]
+    finally:
+        if early:  # a walk the sync did not take over (it failed first) stops
+            from mediamirror.stores.feed_walk import cancel_early
+
+            cancel_early()
     for line in lines:
         click.echo(line)
     if obj.settings.auto_postprocess:
@@ -530,6 +539,15 @@ def _sync_one(obj: Context, name: str, quiet: bool, inventory: str | None = None
         plan = postprocess(Services(obj.catalog, obj.settings, obj.env), mount)
         if plan.specs or plan.deferred:
             click.echo(f"{name}: {plan.line()}")
+
+
+def _start_feed_walk(obj: Context, name: str) -> bool:
+    """A feed source's walk starts before the catalog's modules are imported: the CMS
+    answers its first pages meanwhile (stores/feed_early.py). True when it started."""
+    from mediamirror.stores.feed_early import start_early
+
+    with logs.context(source=name):  # the walk's log lines name the source, as the sync's
+        return start_early(obj.settings, name, obj.env)
 
 
 # -- browsing --------------------------------------------------------------------------------

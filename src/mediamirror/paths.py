@@ -19,6 +19,9 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _ESCAPE_SEGMENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what is written %XX in every segment
+
+
 def _needs_escape(segment: str, i: int) -> bool:
     c = segment[i]
     if ord(c) < 32 or ord(c) == 127:
@@ -35,8 +38,10 @@ def safe_segment(segment: str) -> str:
         return "%"
     if segment in {".", ".."}:
         return "%2E" * len(segment)
+    if "%" not in segment and not _CONTROL.search(segment):
+        return segment  # the common case: the name as it is (checked in C)
     if not any(_needs_escape(segment, i) for i in range(len(segment))):
-        return segment  # the common case: the name as it is
+        return segment
     return "".join(
         f"%{ord(c):02X}" if _needs_escape(segment, i) else c for i, c in enumerate(segment)
     )
@@ -85,7 +90,7 @@ def safe_parent(key: str) -> str:
 def is_safe(rel: str) -> bool:
     """True when ``rel`` is relative and has no empty, ``.`` or ``..`` segment and no
     control character: what every joined path must be."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+    if _CONTROL.search(rel):
         return False
     return all(s not in {"", ".", ".."} for s in rel.split("/"))
 

@@ -28,7 +28,6 @@ from mediamirror.sync.layout import (
     IMAGE_EXTENSIONS,
     LARGE_IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
-    extension,
 )
 
 _BATCH = 500
@@ -89,10 +88,11 @@ def _datasets(
             rows_by_folder = itertools.groupby(_item_rows(conn, list(items)), itemgetter(0))
             for fid, found in rows_by_folder:
                 if media_only:
+                    # extension(n) in _MEDIA_EXTENSIONS, inlined: this runs for every item.
                     items[fid] = [
                         ItemRef(i, k, n, s, e)
                         for _, i, k, n, s, e in found
-                        if extension(n) in _MEDIA_EXTENSIONS
+                        if (dot := n.rfind(".")) > 0 and n[dot + 1 :].lower() in _MEDIA_EXTENSIONS
                     ]
                 else:
                     items[fid] = [ItemRef(i, k, n, s, e) for _, i, k, n, s, e in found]

@@ -76,11 +76,11 @@ def test_cancel_and_progress_as_with_the_local_executor(cluster: Cluster) -> Non
 
 def test_worker_killed_mid_job_completes_elsewhere_once(cluster: Cluster) -> None:
     [job_id] = _enqueue(cluster, "sleep", 1, seconds=1.0)
-    job = wait_for(
-        lambda: (j := queue.get(cluster.catalog, job_id)).state == "running" and j,
-        30,
-        "the job to start",
-    )
+    # The row turns "running" when a worker claims it, a moment before the processor
+    # itself starts: wait for the processor's own trace so the kill lands mid-job.
+    wait_for(lambda: _events(cluster, job_id) == ["start"], 30, "the job to start")
+    job = queue.get(cluster.catalog, job_id)
+    assert job.state == "running" and job.worker
     pid = int(job.worker.split(":")[1])  # the pool process running it
     victim = next(p for p in cluster.workers if p.poll() is None and os.getpgid(pid) == p.pid)
     os.killpg(victim.pid, signal.SIGKILL)  # the whole worker: parent, pool, dispatcher

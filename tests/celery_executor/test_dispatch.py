@@ -20,7 +20,7 @@ from mediamirror.catalog.models import LEASES, utcnow
 from mediamirror.config import load_settings
 from mediamirror.jobs import dispatch, queue
 from mediamirror.jobs.executors.celery import make_app, sender
-from mediamirror.jobs.model import JOBS
+from mediamirror.jobs.model import JOBS, RetryPolicy
 from mediamirror.jobs.queue import JobSpec
 from mediamirror.jobs.routing import DEFAULT_QUEUE
 from mediamirror.services import Services
@@ -148,3 +148,34 @@ def test_status_names_an_unreachable_broker_without_its_password(cli: Cli) -> No
     out = cli.run("status", "--timeout", "0.2", env={"MEDIAMIRROR_BROKER_URL": url}).stdout
     assert "unreachable" in out and "127.0.0.1" in out
     assert "broker-secret-42" not in out
+
+
+def test_a_message_claims_its_queued_due_jobs_once_and_refills_its_window(
+    catalog: Catalog,
+) -> None:
+    """``claim_message`` (a pool process taking a message's ids, here more than one
+    message ever held before) on SQLite and PostgreSQL: only the queued, due jobs among
+    the ids are taken, in queue order, and as many next jobs of the queue are recorded as
+    sent; the same message delivered again takes nothing."""
+    specs = [JobSpec("light", "folder", n, "v1") for n in range(1, 311)]
+    ids = queue.enqueue(catalog, specs, RetryPolicy())
+    later, gone = ids[2], ids[3]
+    with catalog.write() as conn:
+        soon = utcnow() + timedelta(hours=1)
+        conn.execute(update(JOBS).where(JOBS.c.id == later).values(run_after=soon))
+    queue.cancel(catalog, gone)
+    message = ids[:300]
+    refill = dispatch.Refill(DEFAULT_QUEUE, {}, 60)
+
+    jobs, following, datasets = dispatch.claim_message(catalog, "w", message, 30, refill)
+
+    taken = [i for i in message if i not in (later, gone)]
+    assert [j.id for j in jobs] == taken and datasets == {}  # (its folders do not exist)
+    assert following == ids[300:]  # the 10 due ones left; `later` is not due yet
+    with catalog.read() as conn:
+        rows = {r.id: r for r in conn.execute(select(JOBS)).all()}
+    assert {rows[i].state for i in taken} == {"running"}
+    assert {(rows[i].worker, rows[i].dispatched_at) for i in taken} == {("w", None)}
+    assert all(rows[i].dispatched_at is not None for i in following)
+    assert (rows[later].state, rows[gone].state) == ("queued", "canceled")
+    assert dispatch.claim_message(catalog, "w2", message, 30, refill) == ([], [], {})

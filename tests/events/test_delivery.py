@@ -68,6 +68,72 @@ def test_push_token_is_needed_and_can_come_three_ways(
     assert refused["reason"] == "no valid push token" and refused["detail"]
 
 
+def test_a_replaced_token_is_refused_whatever_it_sends(
+    sqlite_service: Service, s3_bucket: S3Bucket, sns: SnsPeer
+) -> None:
+    """The token is checked against the catalog in the transaction that records a
+    delivery, not only in the source table (re-read every few seconds): a token replaced
+    a moment ago is refused at once, and for that, whatever its delivery holds; nothing
+    of it is recorded or done (no SNS subscription confirmed)."""
+    from mediamirror.events.apply import applier_for
+
+    svc = sqlite_service
+    svc.add_bucket_source("src", s3_bucket)
+    table = applier_for(svc.services).sources
+    table.reload_seconds = 3600.0  # the table would still know a replaced token
+    deliveries = [
+        ("s3", json.dumps(one_event(s3_bucket, "in/new.mp4")).encode()),
+        ("s3", b'{"Records": []}'),
+        ("s3", b"{not json"),
+        ("gcs", b'{"message": {}}'),
+        ("sns", json.dumps(sns.confirmation()).encode()),
+    ]
+    confirmed = len(sns.confirmed)
+    for i, (channel, content) in enumerate(deliveries):
+        old = svc.push_token("src")
+        known = svc.post("s3", one_event(s3_bucket, f"in/known-{i}.mp4"), token=old)
+        assert known.status_code == 200
+        svc.push_token("src")
+        assert table.by_token(old, confirm=False) is not None  # the table is behind
+        resp = svc.post(channel, content=content, token=old)
+        assert (resp.status_code, resp.json()["error"]) == (401, "invalid push token"), channel
+    assert len(sns.confirmed) == confirmed
+    assert set(svc.items()) == {f"in/known-{i}.mp4" for i in range(len(deliveries))}
+    assert [e.outcome for e in svc.events()] == ["applied"] * len(deliveries)
+    refusals = svc.get("events/refusals", svc.viewer_token()).json()["refusals"]
+    counts = {(r["source"], r["channel"], r["reason"]): r["count"] for r in refusals}
+    assert counts == {
+        (None, "s3", "no valid push token"): 3,
+        (None, "gcs", "no valid push token"): 1,
+        (None, "sns", "no valid push token"): 1,
+    }
+
+
+def test_push_answers_carry_request_ids_and_security_headers(
+    sqlite_service: Service, s3_bucket: S3Bucket
+) -> None:
+    """Pushes are answered ahead of the app's router, still inside its middlewares: the
+    request id (the client's when it sent one) and the security headers are on every
+    answer, accepted or refused; other methods on the same paths go to the router."""
+    svc = sqlite_service
+    svc.add_bucket_source("src", s3_bucket)
+    token = svc.push_token("src")
+    accepted = svc.post(
+        "s3", one_event(s3_bucket), token=token, headers={"X-Request-Id": "sender-42"}
+    )
+    assert accepted.status_code == 200
+    refused = svc.post("gcs", content=b"{", token="mmp_wrong")
+    assert refused.status_code == 401
+    for resp in (accepted.answer, refused):
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
+    assert accepted.answer.headers["x-request-id"] == "sender-42"
+    assert len(refused.headers["x-request-id"]) == 16
+    url = f"{svc.base}/api/v1/bucket_notifications/s3"
+    assert svc.client.head(url).status_code == 200  # MinIO's liveness check
+    assert svc.client.get(url).status_code == 405
+
+
 def test_a_token_only_speaks_for_its_own_bucket(
     sqlite_service: Service, s3_bucket: S3Bucket, s3_server: object, s3_client: object
 ) -> None:

@@ -112,12 +112,18 @@ def test_a_second_worker_runs_what_the_first_claimed_but_did_not_start(
     lab.wait_job(shorts[200], lambda j: j.state == "running", timeout=90, what="the long job")
     wait_until(lambda: runs(trace, shorts[200], "start") == 1, "the long job to start")
     second = lab.worker("--concurrency", "1", timeout=60)
-    assert second.stdout.strip() == "worker ran 5 job(s): 5 success"
     assert lab.job(shorts[200]).state == "running", "the long job is still running"
     done = {j.id: j for j in lab.jobs()}
-    assert all(done[i].state == "success" and done[i].attempts == 1 for i in behind)
-    assert len({done[i].worker for i in behind}) == 1
-    assert done[behind[0]].worker != done[shorts[200]].worker
+    # Every job but the long one ended, none waiting behind it: the 5 queued after it and,
+    # on a machine so loaded that A gave back short jobs it claimed before the long one,
+    # those too (never run twice: checked below).
+    assert all(j.state == "success" for i, j in done.items() if i != shorts[200])
+    assert all(done[i].attempts == 1 for i in behind)
+    [helper] = {done[i].worker for i in behind}
+    assert helper != done[shorts[200]].worker
+    ran = sum(j.worker == helper for j in done.values())
+    assert ran >= 5
+    assert second.stdout.strip() == f"worker ran {ran} job(s): {ran} success"
     gate.touch()
     lab.wait_job(shorts[200], lambda j: j.state == "success", what="success")
     stop(first)

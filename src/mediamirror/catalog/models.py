@@ -119,8 +119,10 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("source_id", "key", name="uq_items_source_key"),
-        # Key order within a folder, state read from the index (migration 0011).
-        Index("ix_items_folder_key", "folder_id", "key", "state", postgresql_include=["id"]),
+        # Key order within a folder, state read from the index (migration 0011, which
+        # also INCLUDEs id on PostgreSQL: not declared here, as a dialect option would
+        # import PostgreSQL's dialect into every process, SQLite ones too).
+        Index("ix_items_folder_key", "folder_id", "key", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

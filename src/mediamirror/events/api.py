@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from mediamirror.catalog.singleton import Singleton
@@ -33,7 +34,7 @@ from mediamirror.errors import MediamirrorError
 from mediamirror.events import eventbridge, gcs, inbox, record, s3, sns
 from mediamirror.events.apply import EventApplier, Result, applier_for
 from mediamirror.events.model import EventRejected, ObjectEvent, Outcome
-from mediamirror.events.routing import PUSH_PREFIX, Route
+from mediamirror.events.routing import PUSH_PREFIX, Route, digest, holds_token
 from mediamirror.services import Services
 from mediamirror.web.deps import Offset, Svc, Viewer
 
@@ -58,7 +59,38 @@ def _presented_tokens(request: Request) -> list[str]:
     return [t.strip() for t in found if t.strip()]
 
 
-def _sender(applier: EventApplier, request: Request) -> Route:
+class Sender:
+    """The source a delivery's token names, found in the source table (which may be a
+    few seconds old). Whether the token is still the source's is asked of the catalog
+    before anything is done for it: in the transaction that records the delivery
+    (:meth:`check`), or on its own (:meth:`confirmed`) when nothing is recorded."""
+
+    def __init__(self, applier: EventApplier, route: Route, hashed: str) -> None:
+        self.applier = applier
+        self.route = route
+        self.hashed = hashed
+
+    def check(self, conn: Connection) -> None:
+        if not holds_token(conn, self.route.id, self.hashed):
+            raise TokenReplaced("invalid push token", 401)
+
+    def confirmed(self) -> bool:
+        with self.applier.catalog.read() as conn:
+            held = holds_token(conn, self.route.id, self.hashed)
+        if not held:
+            self.applier.sources.forget()
+        return held
+
+    def confirm(self) -> None:
+        if not self.confirmed():
+            raise TokenReplaced("invalid push token", 401)
+
+
+class TokenReplaced(EventRejected):
+    """The token was the source's a moment ago (the source table says so) and no longer is."""
+
+
+def _sender(applier: EventApplier, request: Request, *, confirm: bool = False) -> Sender:
     presented = _presented_tokens(request)
     if not presented:
         raise EventRejected(
@@ -66,9 +98,9 @@ def _sender(applier: EventApplier, request: Request) -> Route:
             401,
         )
     for token in presented:
-        route = applier.sources.by_token(token)
+        route = applier.sources.by_token(token, confirm=confirm)
         if route is not None:
-            return route
+            return Sender(applier, route, digest(token))
     raise EventRejected("invalid push token", 401)
 
 
@@ -113,7 +145,7 @@ def _refuse(exc: EventRejected) -> JSONResponse:
     return JSONResponse({"error": str(exc), "status": exc.status}, status_code=exc.status)
 
 
-Handler = Callable[[EventApplier, Route, Any], list[Result]]
+Handler = Callable[[EventApplier, Sender, Any], list[Result]]
 
 
 async def _push(request: Request, svc: Services, channel: str, handle: Handler) -> JSONResponse:
@@ -131,18 +163,30 @@ async def _push(request: Request, svc: Services, channel: str, handle: Handler) 
 def _process(
     applier: EventApplier, request: Request, channel: str, raw: bytes, handle: Handler
 ) -> JSONResponse:
-    sender: Route | None = None
+    sender: Sender | None = None
     try:
         sender = _sender(applier, request)
         results = handle(applier, sender, _json(raw))
     except RecursionError:  # JSON nested inside the body (an SNS Message, GCS data)
         exc = EventRejected("the body holds JSON nested too deeply")
-        _count_refusal(applier, sender, channel, exc)
-        return _refuse(exc)
+        return _refused(applier, sender, channel, exc)
     except EventRejected as exc:
-        _count_refusal(applier, sender, channel, exc)
-        return _refuse(exc)
+        return _refused(applier, sender, channel, exc)
     return _answer(results)
+
+
+def _refused(
+    applier: EventApplier, sender: Sender | None, channel: str, exc: EventRejected
+) -> JSONResponse:
+    """Refuse a delivery; one whose token was replaced is refused for that, whatever
+    else was wrong with it (as if the token had been checked first)."""
+    if isinstance(exc, TokenReplaced):
+        applier.sources.forget()
+        sender = None
+    elif sender is not None and not sender.confirmed():
+        sender, exc = None, TokenReplaced("invalid push token", 401)
+    _count_refusal(applier, sender, channel, exc)
+    return _refuse(exc)
 
 
 def _record_refusal(
@@ -150,41 +194,51 @@ def _record_refusal(
 ) -> None:
     """An oversized body: still say which source it claimed to come from, if it did."""
     try:
-        sender: Route | None = _sender(applier, request)
+        sender: Sender | None = _sender(applier, request, confirm=True)
     except EventRejected:
         sender = None
     _count_refusal(applier, sender, channel, exc)
 
 
 def _count_refusal(
-    applier: EventApplier, sender: Route | None, channel: str, exc: EventRejected
+    applier: EventApplier, sender: Sender | None, channel: str, exc: EventRejected
 ) -> None:
     reason = record.refusal_reason(exc.status, authenticated=sender is not None)
     record.record_refusal(
-        applier.catalog, channel, reason, str(exc), source_id=sender.id if sender else None
+        applier.catalog, channel, reason, str(exc), source_id=sender.route.id if sender else None
     )
 
 
 # -- S3, MinIO and SNS -------------------------------------------------------------------------
 
 
-def _routes_of(applier: EventApplier, sender: Route) -> Callable[[bool], list[Route]]:
-    return lambda fresh: applier.sources.siblings(sender, fresh=fresh)
+def _routes_of(applier: EventApplier, route: Route) -> Callable[[bool], list[Route]]:
+    return lambda fresh: applier.sources.siblings(route, fresh=fresh)
 
 
-def _handle_s3(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
+def _record(applier: EventApplier, sender: Sender, events: list[ObjectEvent]) -> list[Result]:
+    """Record the events, the token checked in the same transaction."""
+    route = sender.route
+    return inbox.record(applier, events, _routes_of(applier, route), route, check=sender.check)
+
+
+def _handle_s3(applier: EventApplier, sender: Sender, doc: Any) -> list[Result]:
     if sns.is_envelope(doc):
+        # The token first, as ever: no certificate is fetched, no subscription confirmed
+        # for a replaced one.
+        sender.confirm()
         applier.verifier.verify(doc)
         kind = doc["Type"]
         if kind == "SubscriptionConfirmation":
             topic = applier.verifier.confirm(doc)
             ev = sns.control_event(doc)
-            results = [Result(ev, Outcome.CONFIRMED, sender.source, f"subscribed to {topic}")]
+            source = sender.route.source
+            results = [Result(ev, Outcome.CONFIRMED, source, f"subscribed to {topic}")]
             record.record(applier.catalog, results)
             return results
         if kind == "UnsubscribeConfirmation":
             ev = sns.control_event(doc)
-            results = [Result(ev, Outcome.IGNORED, sender.source, "unsubscribed")]
+            results = [Result(ev, Outcome.IGNORED, sender.route.source, "unsubscribed")]
             record.record(applier.catalog, results)
             return results
         events = sns.unwrap(doc, "sns")
@@ -193,7 +247,7 @@ def _handle_s3(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
     else:
         channel = "minio" if isinstance(doc, dict) and "EventName" in doc else "s3"
         events = s3.parse(doc, channel)
-    return inbox.record(applier, events, _routes_of(applier, sender), sender)
+    return _record(applier, sender, events)
 
 
 def _s3_endpoint(name: str) -> Callable[..., Any]:
@@ -224,9 +278,9 @@ def liveness(name: str) -> Response:
 # -- Google Cloud Storage ----------------------------------------------------------------------
 
 
-def _handle_gcs(applier: EventApplier, sender: Route, doc: Any) -> list[Result]:
+def _handle_gcs(applier: EventApplier, sender: Sender, doc: Any) -> list[Result]:
     events: list[ObjectEvent] = gcs.parse(doc)
-    return inbox.record(applier, events, _routes_of(applier, sender), sender)
+    return _record(applier, sender, events)
 
 
 @router.post("/bucket_notifications/gcs")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mediamirror.catalog import retry
@@ -60,6 +60,15 @@ _REREADS = 2
 ABSENT = "absent"
 #: Drains that may fail to read an event's key from the store before it is ``error``.
 _STORE_ATTEMPTS = 20
+
+
+_SYNC_LEASE = select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == bindparam("name"))
+#: The present items of some folders (datasets), built once.
+_ITEMS_OF = (
+    select(ITEMS.c.folder_id, ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
+    .where(ITEMS.c.folder_id.in_(bindparam("ids", expanding=True)), ITEMS.c.state == "present")
+    .order_by(ITEMS.c.folder_id, ITEMS.c.key)
+)
 
 
 class _ReadAgain:
@@ -377,9 +386,7 @@ class EventApplier:
 
     @staticmethod
     def _syncing(conn: Connection, source_id: int) -> bool:
-        row = conn.execute(
-            select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.name == f"sync:{source_id}")
-        ).first()
+        row = conn.execute(_SYNC_LEASE, {"name": f"sync:{source_id}"}).first()
         return row is not None and row.expires_at > utcnow() and not owner_is_dead(row.owner)
 
     # -- post-processing ---------------------------------------------------------------------
@@ -414,19 +421,7 @@ class EventApplier:
         items: dict[int, list[ItemRef]] = {d.id: [] for d in datasets}
         ids = sorted(items)
         for i in range(0, len(ids), 500):
-            rows = conn.execute(
-                select(
-                    ITEMS.c.folder_id,
-                    ITEMS.c.id,
-                    ITEMS.c.key,
-                    ITEMS.c.name,
-                    ITEMS.c.size,
-                    ITEMS.c.etag,
-                )
-                .where(ITEMS.c.folder_id.in_(ids[i : i + 500]), ITEMS.c.state == "present")
-                .order_by(ITEMS.c.folder_id, ITEMS.c.key)
-            )
-            for r in rows:
+            for r in conn.execute(_ITEMS_OF, {"ids": ids[i : i + 500]}):
                 items[r.folder_id].append(ItemRef(r.id, r.key, r.name, r.size, r.etag))
         return [Dataset(d.id, d.path, None, dict(d.meta or {}), items[d.id]) for d in datasets]
 

@@ -50,6 +50,49 @@ log = logging.getLogger(__name__)
 _KEYS_PER_WRITE = 200
 _IN_BATCH = 500
 
+# The batch's statements, built once (building and cache-keying a statement costs about
+# as much as running it on a small batch).
+_ROWS = select(
+    ITEMS.c.id,
+    ITEMS.c.key,
+    ITEMS.c.size,
+    ITEMS.c.etag,
+    ITEMS.c.last_modified,
+    ITEMS.c.state,
+    ITEMS.c.sequencer,
+    ITEMS.c.sequencer_lifetime,
+).where(
+    ITEMS.c.source_id == bindparam("source_id"),
+    ITEMS.c.key.in_(bindparam("keys", expanding=True)),
+)
+_ROWS_LOCKED = _ROWS.order_by(ITEMS.c.id).with_for_update()
+_REMOVED = select(EVENTS.c.key, EVENTS.c.sequencer).where(
+    EVENTS.c.source_id == bindparam("source_id"),
+    EVENTS.c.key.in_(bindparam("keys", expanding=True)),
+    EVENTS.c.action == Action.REMOVED.value,
+    EVENTS.c.outcome == Outcome.APPLIED.value,
+    EVENTS.c.sequencer.is_not(None),
+)
+_SEQUENCERS = (
+    update(ITEMS)
+    .where(ITEMS.c.source_id == bindparam("b_source"), ITEMS.c.key == bindparam("b_key"))
+    .values(sequencer=bindparam("b_seq"), sequencer_lifetime=bindparam("b_life"))
+)
+_DATASETS = (
+    select(ITEMS.c.key, FOLDERS.c.id, FOLDERS.c.path, FOLDERS.c.meta, FOLDERS.c.state)
+    .join(FOLDERS, ITEMS.c.folder_id == FOLDERS.c.id)
+    .where(
+        ITEMS.c.source_id == bindparam("source_id"),
+        ITEMS.c.key.in_(bindparam("keys", expanding=True)),
+    )
+)
+#: An events row's outcome, once applied.
+OUTCOMES = (
+    update(EVENTS)
+    .where(EVENTS.c.id == bindparam("b_id"))
+    .values(outcome=bindparam("b_outcome"), detail=bindparam("b_detail"))
+)
+
 
 @dataclass
 class Pending:
@@ -288,20 +331,10 @@ class BatchApplier:
             )
         found: dict[str, Any] = {}
         ordered = sorted(keys)
+        query = _ROWS_LOCKED if postgres else _ROWS
         for i in range(0, len(ordered), _IN_BATCH):
-            query = select(
-                ITEMS.c.id,
-                ITEMS.c.key,
-                ITEMS.c.size,
-                ITEMS.c.etag,
-                ITEMS.c.last_modified,
-                ITEMS.c.state,
-                ITEMS.c.sequencer,
-                ITEMS.c.sequencer_lifetime,
-            ).where(ITEMS.c.source_id == source_id, ITEMS.c.key.in_(ordered[i : i + _IN_BATCH]))
-            if postgres:
-                query = query.order_by(ITEMS.c.id).with_for_update()
-            found.update((r.key, r) for r in conn.execute(query))
+            params = {"source_id": source_id, "keys": ordered[i : i + _IN_BATCH]}
+            found.update((r.key, r) for r in conn.execute(query, params))
         return found
 
     @staticmethod
@@ -309,14 +342,8 @@ class BatchApplier:
         """key -> newest sequencer of an applied removal, for keys without an item."""
         found: dict[str, str] = {}
         for i in range(0, len(keys), _IN_BATCH):
-            query = select(EVENTS.c.key, EVENTS.c.sequencer).where(
-                EVENTS.c.source_id == source_id,
-                EVENTS.c.key.in_(keys[i : i + _IN_BATCH]),
-                EVENTS.c.action == Action.REMOVED.value,
-                EVENTS.c.outcome == Outcome.APPLIED.value,
-                EVENTS.c.sequencer.is_not(None),
-            )
-            for key, seq in conn.execute(query):
+            params = {"source_id": source_id, "keys": keys[i : i + _IN_BATCH]}
+            for key, seq in conn.execute(_REMOVED, params):
                 if key not in found or compare_sequencers(seq, found[key]) > 0:
                     found[key] = seq
         return found
@@ -330,24 +357,16 @@ class BatchApplier:
             if k.applied is not None
         ]
         if values:
-            conn.execute(
-                update(ITEMS)
-                .where(ITEMS.c.source_id == source_id, ITEMS.c.key == bindparam("b_key"))
-                .values(sequencer=bindparam("b_seq"), sequencer_lifetime=bindparam("b_life")),
-                values,
-            )
+            conn.execute(_SEQUENCERS, [{**v, "b_source": source_id} for v in values])
 
     @staticmethod
     def _datasets(conn: Connection, source_id: int, keys: list[str]) -> dict[str, Any]:
         """key -> its folder when that folder is a dataset."""
         found: dict[str, Any] = {}
         for i in range(0, len(keys), _IN_BATCH):
-            query = (
-                select(ITEMS.c.key, FOLDERS.c.id, FOLDERS.c.path, FOLDERS.c.meta, FOLDERS.c.state)
-                .join(FOLDERS, ITEMS.c.folder_id == FOLDERS.c.id)
-                .where(ITEMS.c.source_id == source_id, ITEMS.c.key.in_(keys[i : i + _IN_BATCH]))
-            )
-            found.update((r.key, r) for r in conn.execute(query) if (r.meta or {}).get("type"))
+            params = {"source_id": source_id, "keys": keys[i : i + _IN_BATCH]}
+            rows = conn.execute(_DATASETS, params)
+            found.update((r.key, r) for r in rows if (r.meta or {}).get("type"))
         return found
 
     def _queue(
@@ -413,12 +432,7 @@ class BatchApplier:
             for event_id, r in zip(ids, results, strict=True)
         ]
         if values:
-            conn.execute(
-                update(EVENTS)
-                .where(EVENTS.c.id == bindparam("b_id"))
-                .values(outcome=bindparam("b_outcome"), detail=bindparam("b_detail")),
-                values,
-            )
+            conn.execute(OUTCOMES, values)
 
     # -- keys that need the store ------------------------------------------------------------
 
@@ -439,9 +453,7 @@ class BatchApplier:
             with self.catalog.write() as conn:
                 clear_marks(conn, [r.queued_for for _, r in written if r.queued_for is not None])
                 conn.execute(
-                    update(EVENTS)
-                    .where(EVENTS.c.id == bindparam("b_id"))
-                    .values(outcome=bindparam("b_outcome"), detail=bindparam("b_detail")),
+                    OUTCOMES,
                     [
                         {
                             "b_id": event_id,

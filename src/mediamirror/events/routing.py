@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import SOURCES, Source
@@ -108,7 +108,12 @@ class SourceTable:
         with self._lock:
             return list(self._routes)
 
-    def by_token(self, token: str) -> Route | None:
+    def by_token(self, token: str, *, confirm: bool = True) -> Route | None:
+        """The source whose push token this is. The table may be a few seconds old: with
+        ``confirm`` the catalog is asked whether the token is still the source's (a
+        replaced token must stop working at once); without, the caller must ask it with
+        :func:`holds_token` before it acts (the push endpoints do, in the transaction
+        that records the delivery)."""
         if not token.startswith(PUSH_PREFIX) or len(token) > 200:
             return None
         hashed = digest(token)
@@ -119,17 +124,19 @@ class SourceTable:
             self._load()
             with self._lock:
                 found = self._tokens.get(hashed)
-        if found is None:
-            return None
-        # The cache may be a few seconds old: a replaced token must stop working at once.
+        if found is None or not confirm:
+            return found
         with self.catalog.read() as conn:
-            options = conn.execute(
-                select(SOURCES.c.options).where(SOURCES.c.id == found.id)
-            ).scalar()
-        if not isinstance(options, dict) or options.get(OPTION) != hashed:
-            self._load()
+            held = holds_token(conn, found.id, hashed)
+        if not held:
+            self.forget()
             return None
         return found
+
+    def forget(self) -> None:
+        """Re-read every source on the next look-up (a token was found replaced)."""
+        with self._lock:
+            self._loaded = float("-inf")
 
     def siblings(self, route: Route, *, fresh: bool = False) -> list[Route]:
         """Sources on the same bucket of the same service as ``route`` (itself included)."""
@@ -143,6 +150,16 @@ class SourceTable:
             for r in self.routes(fresh=fresh)
             if r.source.kind == "s3" and (not wanted or r.source.name in wanted)
         ]
+
+
+_OPTIONS_OF = select(SOURCES.c.options).where(SOURCES.c.id == bindparam("source_id"))
+
+
+def holds_token(conn: Connection, source_id: int, hashed: str) -> bool:
+    """Whether the source still has the push token of SHA-256 ``hashed`` (one indexed
+    read, in the caller's transaction)."""
+    options = conn.execute(_OPTIONS_OF, {"source_id": source_id}).scalar()
+    return isinstance(options, dict) and options.get(OPTION) == hashed
 
 
 def targets(routes: Iterable[Route], bucket: str, key: str) -> list[Route]:

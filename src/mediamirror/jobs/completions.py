@@ -18,13 +18,26 @@ known dead on this host), and they run again. Nothing else is lost or done twice
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Text,
+    all_,
+    and_,
+    bindparam,
+    cast,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS, utcnow
@@ -46,16 +59,23 @@ class Success:
     log_tail: str
 
 
+def _dataset_statements(postgres: bool) -> tuple[Any, Any]:
+    """The reads of several datasets (folders, then their items), built once per dialect."""
+    folders = select(FOLDERS.c.id, FOLDERS.c.path, FOLDERS.c.source_id, FOLDERS.c.meta).where(
+        queue.among(FOLDERS.c.id, "b_ids", postgres)
+    )
+    items = (
+        select(ITEMS.c.folder_id, ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
+        .where(queue.among(ITEMS.c.folder_id, "b_ids", postgres), ITEMS.c.state == "present")
+        .order_by(ITEMS.c.folder_id, ITEMS.c.key)
+    )
+    return folders, items
+
+
 # Built once: these run for every batch.
-_FOLDERS = select(FOLDERS.c.id, FOLDERS.c.path, FOLDERS.c.source_id, FOLDERS.c.meta).where(
-    FOLDERS.c.id.in_(bindparam("b_ids", expanding=True))
-)
-_FOLDERS_LOCKED = _FOLDERS.order_by(FOLDERS.c.id).with_for_update()
-_ITEMS = (
-    select(ITEMS.c.folder_id, ITEMS.c.id, ITEMS.c.key, ITEMS.c.name, ITEMS.c.size, ITEMS.c.etag)
-    .where(ITEMS.c.folder_id.in_(bindparam("b_ids", expanding=True)), ITEMS.c.state == "present")
-    .order_by(ITEMS.c.folder_id, ITEMS.c.key)
-)
+_FOLDERS, _ITEMS = _dataset_statements(False)
+_PG_FOLDERS, _PG_ITEMS = _dataset_statements(True)
+_PG_FOLDERS_LOCKED = _PG_FOLDERS.order_by(FOLDERS.c.id).with_for_update()
 _SET_META = (
     update(FOLDERS)
     .where(FOLDERS.c.id == bindparam("b_id"))
@@ -66,16 +86,68 @@ _PROCESSED = (
     .where(and_(ITEMS.c.id == bindparam("b_id"), ITEMS.c.etag == bindparam("b_etag")))
     .values(needs_processing=False)
 )
-_OTHERS_ACTIVE = (
-    select(JOBS.c.target_id, func.count())
-    .where(
-        JOBS.c.target_type == "folder",
-        JOBS.c.target_id.in_(bindparam("b_folders", expanding=True)),
-        JOBS.c.id.not_in(bindparam("b_jobs", expanding=True)),
-        JOBS.c.state.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+
+
+def _pg_writes() -> tuple[Any, Any]:
+    """:data:`_SET_META` and :data:`_PROCESSED` on PostgreSQL: each one ``UPDATE ...
+    FROM unnest(...)`` for the whole batch (metadata travels as JSON text)."""
+    v = queue.rows_of(id=Integer, meta=Text)
+    set_meta = (
+        update(FOLDERS)
+        .where(FOLDERS.c.id == v.c.id)
+        .values(meta=cast(v.c.meta, FOLDERS.c.meta.type), updated_at=bindparam("b_now"))
     )
-    .group_by(JOBS.c.target_id)
-)
+    w = queue.rows_of(id=Integer, etag=Text)
+    processed = (
+        update(ITEMS)
+        .where(ITEMS.c.id == w.c.id, ITEMS.c.etag == w.c.etag)
+        .values(needs_processing=False)
+    )
+    return set_meta, processed
+
+
+_PG_SET_META, _PG_PROCESSED = _pg_writes()
+
+
+def _others_active_statement(postgres: bool) -> Any:
+    """Per folder of ``b_folders``, its queued or running jobs other than ``b_jobs``."""
+    if postgres:
+        others = JOBS.c.id != all_(bindparam("b_jobs", type_=ARRAY(Integer)))
+    else:
+        others = JOBS.c.id.not_in(bindparam("b_jobs", expanding=True))
+    return (
+        select(JOBS.c.target_id, func.count())
+        .where(
+            JOBS.c.target_type == "folder",
+            queue.among(JOBS.c.target_id, "b_folders", postgres),
+            others,
+            JOBS.c.state.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        )
+        .group_by(JOBS.c.target_id)
+    )
+
+
+_OTHERS_ACTIVE = {False: _others_active_statement(False), True: _others_active_statement(True)}
+
+
+def _write(
+    conn: Connection,
+    metas: dict[int, dict[str, Any]],
+    processed: list[tuple[int, str]],
+    now: datetime,
+) -> None:
+    """The batch's new metadata per folder and its processed items' flags."""
+    if conn.dialect.name == "postgresql":
+        ids = list(metas)
+        texts = [json.dumps(m) for m in metas.values()]
+        conn.execute(_PG_SET_META, {"b_ids": ids, "b_metas": texts, "b_now": now})
+        if processed:
+            items = {"b_ids": [i for i, _ in processed], "b_etags": [e for _, e in processed]}
+            conn.execute(_PG_PROCESSED, items)
+        return
+    conn.execute(_SET_META, [{"b_id": fid, "b_meta": m, "b_now": now} for fid, m in metas.items()])
+    if processed:
+        conn.execute(_PROCESSED, [{"b_id": i, "b_etag": e} for i, e in processed])
 
 
 def load_datasets_in(
@@ -87,12 +159,16 @@ def load_datasets_in(
     if not ids:
         return {}
     found: dict[int, Dataset] = {}
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        folders, items = (_PG_FOLDERS_LOCKED if lock else _PG_FOLDERS), _PG_ITEMS
+    else:
+        folders, items = _FOLDERS, _ITEMS
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
-        locked = lock and conn.dialect.name == "postgresql"
-        for row in conn.execute(_FOLDERS_LOCKED if locked else _FOLDERS, {"b_ids": chunk}):
+        for row in conn.execute(folders, {"b_ids": chunk}):
             found[row.id] = Dataset(row.id, row.path, row.source_id, dict(row.meta or {}))
-        for it in conn.execute(_ITEMS, {"b_ids": chunk}):
+        for it in conn.execute(items, {"b_ids": chunk}):
             found[it.folder_id].items.append(ItemRef(it.id, it.key, it.name, it.size, it.etag))
     return found
 
@@ -153,11 +229,7 @@ def record_successes(
             else:
                 last_of.pop(job.target_id, None)  # it was still running when ours ended
         now = utcnow()
-        conn.execute(
-            _SET_META, [{"b_id": fid, "b_meta": m, "b_now": now} for fid, m in metas.items()]
-        )
-        if processed:
-            conn.execute(_PROCESSED, [{"b_id": i, "b_etag": e} for i, e in processed])
+        _write(conn, metas, list(processed), now)
         queue.finish_successes(
             conn, worker, [(s.job.id, s.log_tail) for s in todo if s.job.id in ours]
         )
@@ -166,7 +238,8 @@ def record_successes(
             busy = {
                 fid
                 for fid, n in conn.execute(
-                    _OTHERS_ACTIVE, {"b_folders": sorted(candidates), "b_jobs": sorted(ours)}
+                    _OTHERS_ACTIVE[conn.dialect.name == "postgresql"],
+                    {"b_folders": sorted(candidates), "b_jobs": sorted(ours)},
                 )
                 if n
             }

@@ -22,6 +22,7 @@ expired when it died.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,7 +31,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.leases import acquire, new_owner, release
@@ -49,7 +61,7 @@ WINDOW_FACTOR = 2
 #: A queue deeper than this many windows is sent several job ids per message...
 DEEP_FACTOR = 4
 #: ...at most this many.
-MAX_PER_MESSAGE = 64
+MAX_PER_MESSAGE = 256
 
 #: Sends job ids to one broker queue, so many per message (the celery executor's ``send``).
 Send = Callable[[str, Sequence[int], int], None]
@@ -74,24 +86,11 @@ def claim_one(
     """Take job ``job_id`` for ``worker`` if it is queued and due (else None), and with
     ``refill`` record the next job of that queue as sent, in the same transaction (one
     commit per job, not two): the caller sends the ids returned."""
-    now = utcnow()
     with catalog.write() as conn:
-        job = conn.execute(
-            update(JOBS)
-            .where(
-                JOBS.c.id == job_id,
-                JOBS.c.state == JobStatus.QUEUED.value,
-                JOBS.c.run_after <= now,
-            )
-            .values(
-                **queue.running(worker, now, lease_seconds),
-                dispatched_at=None,  # queued again later (retry, reap): sent again
-            )
-            .returning(*JOBS.c)
-        ).first()
-        if job is None or refill is None:
-            return job, []
-        return job, _mark_in(conn, refill.name, refill.routes, 1, refill.redispatch_seconds)
+        jobs = queue.claim_ids_in(conn, worker, [job_id], lease_seconds)
+        if not jobs or refill is None:
+            return (jobs[0] if jobs else None), []
+        return jobs[0], _mark_in(conn, refill.name, refill.routes, 1, refill.redispatch_seconds)
 
 
 def claim_message(
@@ -104,22 +103,12 @@ def claim_message(
     """:func:`claim_one` for the ids of one message, in one transaction: the jobs among
     them that are queued and due (in queue order), with ``refill`` as many next jobs of
     the queue recorded as sent, and the claimed jobs' datasets. A message delivered
-    twice finds nothing to claim."""
+    twice finds nothing to claim. The statements are the local executor's (prebuilt,
+    :func:`mediamirror.jobs.queue.claim_ids_in`, :func:`load_datasets_in`)."""
     from mediamirror.jobs.completions import load_datasets_in
 
-    now = utcnow()
     with catalog.write() as conn:
-        rows = conn.execute(
-            update(JOBS)
-            .where(
-                JOBS.c.id.in_(list(job_ids)),
-                JOBS.c.state == JobStatus.QUEUED.value,
-                JOBS.c.run_after <= now,
-            )
-            .values(**queue.running(worker, now, lease_seconds), dispatched_at=None)
-            .returning(*JOBS.c)
-        ).all()
-        jobs = sorted(rows, key=lambda r: (r.priority, r.id))
+        jobs = queue.claim_ids_in(conn, worker, job_ids, lease_seconds)
         if not jobs:
             return [], [], {}
         following: list[int] = []
@@ -164,27 +153,41 @@ def _mark_in(
     conn: Connection, name: str, routes: dict[str, str], limit: int, redispatch_seconds: float
 ) -> list[int]:
     now = utcnow()
-    stale = now - timedelta(seconds=redispatch_seconds)
+    statement = _mark_statement(
+        conn.dialect.name == "postgresql", name, tuple(sorted(routes.items()))
+    )
+    params = {
+        "b_now": now,
+        "b_stale": now - timedelta(seconds=redispatch_seconds),
+        "b_limit": limit,
+    }
+    rows = conn.execute(statement, params).all()
+    return [r.id for r in sorted(rows, key=lambda r: (r.priority, r.id))]
+
+
+@functools.lru_cache(maxsize=64)
+def _mark_statement(postgres: bool, name: str, routes: tuple[tuple[str, str], ...]) -> Any:
+    """Record up to ``b_limit`` due jobs of queue ``name`` not sent since ``b_stale`` as
+    sent at ``b_now``: built once per queue (it runs with every claimed message)."""
     due = (
         select(JOBS.c.id)
         .where(
             JOBS.c.state == JobStatus.QUEUED.value,
-            JOBS.c.run_after <= now,
-            or_(JOBS.c.dispatched_at.is_(None), JOBS.c.dispatched_at < stale),
-            _of_queue(name, routes),
+            JOBS.c.run_after <= bindparam("b_now"),
+            or_(JOBS.c.dispatched_at.is_(None), JOBS.c.dispatched_at < bindparam("b_stale")),
+            _of_queue(name, dict(routes)),
         )
         .order_by(JOBS.c.priority, JOBS.c.id)
-        .limit(limit)
+        .limit(bindparam("b_limit", type_=Integer))
     )
-    if conn.dialect.name == "postgresql":
+    if postgres:
         due = due.with_for_update(skip_locked=True)
-    rows = conn.execute(
+    return (
         update(JOBS)
         .where(JOBS.c.id.in_(due.scalar_subquery()))
-        .values(dispatched_at=now)
+        .values(dispatched_at=bindparam("b_now"))
         .returning(JOBS.c.id, JOBS.c.priority)
-    ).all()
-    return [r.id for r in sorted(rows, key=lambda r: (r.priority, r.id))]
+    )
 
 
 def unmark(catalog: Catalog, job_ids: Sequence[int]) -> None:

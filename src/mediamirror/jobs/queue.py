@@ -15,8 +15,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
+    Text,
     and_,
+    any_,
     bindparam,
+    column,
     func,
     or_,
     select,
@@ -120,6 +123,16 @@ def of_sources(source_ids: Sequence[int]) -> ColumnElement[bool]:
     )
 
 
+def among(ids: Any, name: str, postgres: bool) -> ColumnElement[bool]:
+    """Column ``ids`` holds one of the ids in bind parameter ``name`` (a list): on
+    PostgreSQL one array parameter, so the statement's text is the same for any number
+    of ids (psycopg and the server parse and prepare it once, SQLAlchemy renders no
+    placeholder per id); on SQLite an expanding ``IN``."""
+    if postgres:
+        return ids == any_(bindparam(name, type_=postgresql.ARRAY(Integer)))  # type: ignore[no-any-return]
+    return ids.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
 def running(worker: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
     """The column values of a job as ``worker`` takes it (a claim of the queue or by id)."""
     return {
@@ -131,6 +144,19 @@ def running(worker: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
         "finished_at": None,
         "progress": 0.0,
     }
+
+
+#: The column values of a job as a worker takes it, as bind parameters (b_worker, b_now,
+#: b_lease): the prebuilt claims below share them.
+_TAKEN: dict[str, Any] = {
+    "state": JobStatus.RUNNING.value,
+    "worker": bindparam("b_worker"),
+    "attempts": JOBS.c.attempts + 1,
+    "lease_expires_at": bindparam("b_lease"),
+    "started_at": bindparam("b_now"),
+    "finished_at": None,
+    "progress": 0.0,
+}
 
 
 def _claim_statement(postgres: bool) -> Any:
@@ -145,22 +171,44 @@ def _claim_statement(postgres: bool) -> Any:
     if postgres:
         due = due.with_for_update(skip_locked=True)
     return (
+        update(JOBS).where(JOBS.c.id.in_(due.scalar_subquery())).values(**_TAKEN).returning(*JOBS.c)
+    )
+
+
+def _claim_ids_statement(postgres: bool) -> Any:
+    """The claim of given jobs (a Celery message's ids, ``b_ids``), built once per dialect."""
+    return (
         update(JOBS)
-        .where(JOBS.c.id.in_(due.scalar_subquery()))
-        .values(
-            state=JobStatus.RUNNING.value,
-            worker=bindparam("b_worker"),
-            attempts=JOBS.c.attempts + 1,
-            lease_expires_at=bindparam("b_lease"),
-            started_at=bindparam("b_now"),
-            finished_at=None,
-            progress=0.0,
+        .where(
+            among(JOBS.c.id, "b_ids", postgres),
+            JOBS.c.state == JobStatus.QUEUED.value,
+            JOBS.c.run_after <= bindparam("b_now"),
         )
+        # Queued again later (retry, reap): the celery executor sends it again.
+        .values(**_TAKEN, dispatched_at=None)
         .returning(*JOBS.c)
     )
 
 
 _CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_CLAIM_IDS = {False: _claim_ids_statement(False), True: _claim_ids_statement(True)}
+
+
+def _taking(worker: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {"b_now": now, "b_worker": worker, "b_lease": now + timedelta(seconds=lease_seconds)}
+
+
+def claim_ids_in(
+    conn: Connection, worker: str, job_ids: Sequence[int], lease_seconds: float
+) -> list[Any]:
+    """Take those of ``job_ids`` that are queued and due for ``worker``, in the caller's
+    transaction, in queue order (a job already running, ended or not due is left alone:
+    a message delivered twice claims nothing the second time)."""
+    if not job_ids:
+        return []
+    params = {**_taking(worker, utcnow(), lease_seconds), "b_ids": list(job_ids)}
+    rows = conn.execute(_CLAIM_IDS[conn.dialect.name == "postgresql"], params).all()
+    return sorted(rows, key=lambda r: (r.priority, r.id))
 
 
 def claim(
@@ -177,12 +225,7 @@ def claim(
         return []
     now = utcnow()
     if source_ids is None:
-        params = {
-            "b_now": now,
-            "b_limit": limit,
-            "b_worker": worker,
-            "b_lease": now + timedelta(seconds=lease_seconds),
-        }
+        params = {**_taking(worker, now, lease_seconds), "b_limit": limit}
         with catalog.write() as conn:
             rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"], params).all()
         return sorted(rows, key=lambda r: (r.priority, r.id))
@@ -288,6 +331,18 @@ def finish(
         return _end(own, stmt, job_id, state, error, log_tail)
 
 
+#: A successful job's end (``b_now``: when), beside its log tail.
+_SUCCEEDED: dict[str, Any] = {
+    "state": JobStatus.SUCCESS.value,
+    "active_key": None,
+    "finished_at": bindparam("b_now"),
+    "lease_expires_at": None,
+    "message": "done",
+    "error": None,
+    "progress": 100.0,
+}
+
+
 def _finish_statement() -> Any:
     return (
         update(JOBS)
@@ -296,20 +351,34 @@ def _finish_statement() -> Any:
             JOBS.c.worker == bindparam("b_worker"),
             JOBS.c.state == JobStatus.RUNNING.value,
         )
-        .values(
-            state=JobStatus.SUCCESS.value,
-            active_key=None,
-            finished_at=bindparam("b_now"),
-            lease_expires_at=None,
-            message="done",
-            error=None,
-            progress=100.0,
-            log_tail=bindparam("b_tail"),
+        .values(**_SUCCEEDED, log_tail=bindparam("b_tail"))
+    )
+
+
+def rows_of(**columns: Any) -> Any:
+    """PostgreSQL: ``unnest`` of array parameters as a table ``v`` with these columns
+    (name: SQL type), one bind parameter ``b_<name>s`` each: a batch's rows written by
+    one ``UPDATE ... FROM`` (one statement for the server to run, not one per row)."""
+    arrays = [bindparam(f"b_{name}s", type_=postgresql.ARRAY(t)) for name, t in columns.items()]
+    names = [column(name, t) for name, t in columns.items()]
+    return func.unnest(*arrays).table_valued(*names).render_derived(name="v")
+
+
+def _pg_finish_statement() -> Any:
+    v = rows_of(id=Integer, tail=Text)
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.id == v.c.id,
+            JOBS.c.worker == bindparam("b_worker"),
+            JOBS.c.state == JobStatus.RUNNING.value,
         )
+        .values(**_SUCCEEDED, log_tail=v.c.tail)
     )
 
 
 _FINISH_SUCCESS = _finish_statement()
+_PG_FINISH_SUCCESS = _pg_finish_statement()
 
 
 def held(conn: Connection, worker: str, job_ids: Sequence[int]) -> set[int]:
@@ -317,14 +386,20 @@ def held(conn: Connection, worker: str, job_ids: Sequence[int]) -> set[int]:
     caller's write transaction (PostgreSQL: their rows stay locked until it ends)."""
     if not job_ids:
         return set()
+    params = {"b_ids": list(job_ids), "b_worker": worker}
+    return {r[0] for r in conn.execute(_HELD[conn.dialect.name == "postgresql"], params)}
+
+
+def _held_statement(postgres: bool) -> Any:
     query = select(JOBS.c.id).where(
-        JOBS.c.id.in_(list(job_ids)),
-        JOBS.c.worker == worker,
+        among(JOBS.c.id, "b_ids", postgres),
+        JOBS.c.worker == bindparam("b_worker"),
         JOBS.c.state == JobStatus.RUNNING.value,
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {r[0] for r in conn.execute(query)}
+    return query.with_for_update() if postgres else query
+
+
+_HELD = {False: _held_statement(False), True: _held_statement(True)}
 
 
 def finish_successes(conn: Connection, worker: str, ended: Sequence[tuple[int, str]]) -> None:
@@ -334,6 +409,11 @@ def finish_successes(conn: Connection, worker: str, ended: Sequence[tuple[int, s
     if not ended:
         return
     now = utcnow()
+    if conn.dialect.name == "postgresql":
+        ids, tails = [i for i, _ in ended], [_tail(t) for _, t in ended]
+        params = {"b_ids": ids, "b_tails": tails, "b_worker": worker, "b_now": now}
+        conn.execute(_PG_FINISH_SUCCESS, params)
+        return
     conn.execute(
         _FINISH_SUCCESS,
         [{"b_id": i, "b_worker": worker, "b_now": now, "b_tail": _tail(t)} for i, t in ended],

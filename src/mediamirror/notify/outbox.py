@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES, utcnow
 from mediamirror.notify.model import NOTIFICATIONS
@@ -38,7 +37,11 @@ def record(
 ) -> None:
     """Add a notification (a no-op when one with ``dedupe_key`` exists), in ``conn``'s
     transaction."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # Imported here: PostgreSQL's dialect costs every SQLite command ~0.07 s to load.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect
+    else:
+        from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
     stmt = (
         dialect.insert(NOTIFICATIONS)
         .values(

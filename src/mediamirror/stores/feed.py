@@ -19,6 +19,8 @@ apply unchanged:
 A sync takes the records as the pages come (:meth:`FeedStore.stream_pages`, in the feed's
 order: the engine's per-page diff is keyed by record, see sync/feed_meta.py), so its
 writes overlap the walk; records gone are found from the set of keys a COMPLETE walk saw.
+``mediamirror sync`` starts that walk before it has imported the catalog's modules
+(:meth:`FeedStore.start_early`, stores/feed_early.py); the sync's check takes it over.
 A page that fails (CMS down, timeout, 401, GraphQL ``errors``, not JSON) fails the sync
 with one line and nothing is marked deleted (the records of the pages before it are
 written: they are in the feed). :meth:`FeedStore.list_pages` (the store protocol, sorted
@@ -30,14 +32,12 @@ id could not be matched to its catalog item anyway.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import hashlib
 import logging
 import os
-import queue
+import re
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,12 +48,12 @@ from urllib.parse import unquote
 
 import httpx
 
-from mediamirror import interrupt
 from mediamirror.errors import ProcessingError, StoreError
 from mediamirror.paths import safe_segment
 from mediamirror.redact import redact
 from mediamirror.stores.base import ObjectInfo
 from mediamirror.stores.feed_config import FeedConfig
+from mediamirror.stores.feed_walk import DONE, Walk, early, take_early
 from mediamirror.stores.timeouts import StoreTimeouts
 from mediamirror.sync.layout import (
     IMAGE_EXTENSIONS,
@@ -72,6 +72,8 @@ _WARN_LINES = 10
 _FIRST_PAGE_SECONDS = 10.0
 #: How long :meth:`FeedStore.stream_pages` gathers pages into one list (up to its size).
 _GATHER_SECONDS = 0.25
+#: How long a finished walk's thread is given to end (it has nothing left to do).
+_JOIN_SECONDS = 5.0
 
 #: key -> (url, size or None), found in the catalog (see :func:`catalog_lookup`).
 Lookup = Callable[[str], tuple[str, int | None] | None]
@@ -91,6 +93,18 @@ def dig_parts(value: Any, parts: tuple[str, ...]) -> Any:
         else:
             return None
     return value
+
+
+#: A name :func:`safe_segment` keeps as it is: no control character, no "%" (checked at C
+#: speed: a per-character check of every record's id and name is most of a page's mapping).
+_PLAIN = re.compile(r"[^\x00-\x1f\x7f%]+")
+
+
+def _segment(text: str) -> str:
+    """``safe_segment(text)``, without its per-character loop for a plain name."""
+    if _PLAIN.fullmatch(text) is not None and text not in (".", ".."):
+        return text
+    return safe_segment(text)
 
 
 def _extension(name: str) -> str:
@@ -169,6 +183,8 @@ class FeedStore:
         #: The first page as check() fetched it (and when), used once by the walk that
         #: follows at once (a sync checks, then walks): the CMS is asked once, not twice.
         self._first: tuple[float, Any] | None = None
+        #: The walk check() took over (see start_early), continued by stream_pages().
+        self._walk: Walk | None = None
 
     # -- the CMS ---------------------------------------------------------------------------
 
@@ -235,7 +251,14 @@ class FeedStore:
         return data
 
     def check(self) -> None:
-        """Fetch the first page: the CMS answers, accepts the headers and the query."""
+        """Fetch the first page: the CMS answers, accepts the headers and the query. A walk
+        started early for this feed (:meth:`start_early`) is taken over instead: its first
+        page is the check, and the sync's walk goes on from it."""
+        early = take_early(self)
+        if early is not None:
+            self._walk, early.owner = early, self  # its keepalive is this store's
+            early.peek()
+            return
         with self._client() as client:
             data = self._page(client, None, 1)
         self._first = (time.monotonic(), data)
@@ -248,6 +271,14 @@ class FeedStore:
             return None
         return first[1]
 
+    def start_early(self) -> None:
+        """Start this feed's walk now, for the sync that will open the same feed in this
+        process soon (the CLI, while it is still importing the catalog's modules): the CMS
+        answers the first pages meanwhile. Taken over by that sync's :meth:`check` or
+        :meth:`stream_pages` within ``EARLY_SECONDS`` (stores/feed_walk.py); else stopped
+        and not used."""
+        early(Walk(self))
+
     def stream_pages(self, batch: int | None = None) -> Iterator[list[ObjectInfo]]:
         """The records as the pages come, mapped, in the feed's order (not sorted by key):
         a thread fetches and maps the pages while the caller writes the previous ones, and
@@ -257,59 +288,19 @@ class FeedStore:
         :attr:`warning` are set); any failure of a page is raised here, after the pages
         before it."""
         limit = max(1, batch or self.page_size)
-        ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        stop = threading.Event()
-        done = object()
-        warnings: list[str] = []
-        found: dict[str, Record] = {}
-
-        def produce() -> None:
-            ids: set[str] = set()
-            try:
-                for page, records in self._pages(stop):
-                    objects = []
-                    for index, record in enumerate(records, 1):
-                        obj = self._object(record, (index, page), ids, warnings)
-                        if obj is not None:
-                            objects.append(obj)
-                            assert obj.meta is not None
-                            found[obj.key] = Record(str(obj.meta["source_url"]), obj.size or None)
-                    ready.put(objects)
-                ready.put(done)
-            except BaseException as exc:  # handed to the caller, raised there
-                ready.put(exc)
-
-        run = contextvars.copy_context().run  # log lines keep the sync's source
-        thread = threading.Thread(target=run, args=(produce,), name="feed-pages", daemon=True)
-        thread.start()
-
-        def next_item(deadline: float | None) -> Any:
-            """The next page (or the end, or a failure); None once ``deadline`` passed
-            and nothing more is ready."""
-            while True:
-                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
-                if wait <= 0:
-                    try:
-                        return ready.get_nowait()
-                    except queue.Empty:
-                        return None
-                try:
-                    # Polled, so a stop request is seen while the CMS is slow to answer.
-                    return ready.get(timeout=wait)
-                except queue.Empty:
-                    interrupt.check()
-
+        walk, self._walk = self._walk or take_early(self) or Walk(self), None
+        walk.owner = self  # its keepalive is this store's
         try:
             finished = False
             while not finished:
-                item = next_item(None)
+                item = walk.next(None)
                 # Pages gathered for a short while (fewer, larger transactions for the
                 # caller: less work competing with the walk), then handed over.
                 deadline = time.monotonic() + _GATHER_SECONDS
                 chunk: list[ObjectInfo] = []
                 failed: BaseException | None = None
                 while item is not None:
-                    if item is done:
+                    if item is DONE:
                         finished = True
                         break
                     if isinstance(item, BaseException):
@@ -318,29 +309,32 @@ class FeedStore:
                     chunk += item
                     if len(chunk) >= limit:
                         break
-                    item = next_item(deadline)
+                    item = walk.next(deadline)
                 if chunk:
                     yield chunk
                 if failed is not None:
                     raise failed
         finally:
-            stop.set()
-        self._note_skipped(warnings)
-        self._records = found
+            walk.stop.set()
+        # The thread has put its last item: let it end, so the process exits at once.
+        walk.thread.join(_JOIN_SECONDS)
+        self._note_skipped(walk.warnings)
+        self._records = walk.found
 
-    def _pages(self, stop: threading.Event) -> Iterator[tuple[int, list[Any]]]:
+    def _pages(self, walk: Walk) -> Iterator[tuple[int, list[Any]]]:
         after: str | None = None
         cursors: set[str] = set()
         page = 0
         c = self.config
         with self._client() as client:
-            while not stop.is_set():
+            while not walk.stop.is_set():
                 page += 1
                 data = self._checked() if page == 1 else None
                 if data is None:
                     data = self._page(client, after, page)
-                if self.keepalive is not None:
-                    self.keepalive()
+                keepalive = walk.owner.keepalive
+                if keepalive is not None:
+                    keepalive()
                 records = dig(data, c.records)
                 if not isinstance(records, list):
                     raise self._fail(page, f"has no list of records at {c.records!r}")
@@ -410,7 +404,7 @@ class FeedStore:
             meta["notify"] = notify.strip()
         # One folder per id, whatever it holds: a "/" in an id is written %2F (a literal
         # "%2F" in an id is already "%252F": two ids never share a folder).
-        key = f"{safe_segment(rid).replace('/', '%2F')}/{safe_segment(name)}"
+        key = f"{_segment(rid).replace('/', '%2F')}/{_segment(name)}"
         return ObjectInfo(key, size, etag, _timestamp(version) if version else EPOCH, meta)
 
     def list_pages(self, start_after: str | None = None) -> Iterator[list[ObjectInfo]]:

@@ -3,14 +3,16 @@
 Each chunk of the listing covers the key range ``(previous chunk's last key, this chunk's
 last key]``. In one transaction the engine reads the catalog's items in that range, adds
 new keys, updates changed ones, marks missing ones deleted and fixes dataset metadata.
-A sync killed at any moment leaves every committed chunk consistent, and the next run
-simply merges again: nothing is lost or duplicated, and unchanged keys cost no writes.
+(New files of consecutive chunks of a local walk share one transaction.) A sync killed at
+any moment leaves every committed chunk consistent, and the next run simply merges again:
+nothing is lost or duplicated, and unchanged keys cost no writes.
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import itertools
 import logging
 import operator
@@ -69,6 +71,10 @@ _ITEM_ROW = (
     ITEMS.c.folder_id,
 )
 _ID_BATCH = 500
+#: New files of a local first sync written in one transaction: up to this many chunks
+#: (pages), and no more files than this (bounding memory and the write lock's hold).
+_FRESH_CHUNKS = 16
+_FRESH_ROWS = 20_000
 
 
 class _ItemRow(NamedTuple):
@@ -432,6 +438,21 @@ class SyncEngine:
 
         last: str | None = None
         lt = operator.lt
+        # New files of consecutive chunks wait for one transaction (up to _FRESH_CHUNKS
+        # chunks): a kill loses at most those, which the next run writes, and they are
+        # counted as listed only once committed.
+        fresh: list[tuple[str, int, int]] = []
+        fresh_low: str | None = None
+        fresh_chunks: list[tuple[int, str]] = []  # (files, last key) of each waiting chunk
+
+        def write_fresh() -> None:
+            nonlocal fresh, fresh_chunks
+            if fresh:
+                self._write_fresh(fresh, fresh_low, infos)
+                for count, high in fresh_chunks:  # one line per chunk, as for the others
+                    self._listed(count, high)
+                fresh, fresh_chunks = [], []
+
         # One connection for every comparison, in the driver's autocommit mode: each read
         # is its own implicit transaction (a fresh snapshot), with no BEGIN and COMMIT
         # through SQLAlchemy per chunk.
@@ -439,7 +460,7 @@ class SyncEngine:
             cursor = reader.connection.cursor()
             try:
                 for chunk in rechunk(pages, operator.itemgetter(0)):
-                    interrupt.check()  # a safe point: the previous chunk is committed
+                    interrupt.check()  # a safe point: what went before is committed or waits
                     keys = [s[0] for s in chunk]
                     if not all(map(lt, keys, keys[1:])):
                         for a, b in itertools.pairwise(keys):
@@ -449,21 +470,32 @@ class SyncEngine:
                         raise SyncError(f"the store listed {keys[0]!r} again: not sorted")
                     high = keys[-1]
                     found = self._same_stats(cursor, keys, catalog_rows, chunk, last, high)
-                    if found is True:
-                        self.summary.unchanged += len(chunk)
-                    elif found is None:
-                        self._write_fresh(chunk, last, infos)
+                    if found is None:
+                        if not fresh:
+                            fresh_low = last
+                        fresh += chunk
+                        fresh_chunks.append((len(chunk), high))
+                        if len(fresh_chunks) >= _FRESH_CHUNKS or len(fresh) >= _FRESH_ROWS:
+                            write_fresh()
                     else:
-                        self._write_page(infos(chunk), last, checked=True)
+                        write_fresh()
+                        if found is True:
+                            self.summary.unchanged += len(chunk)
+                        else:
+                            self._write_page(infos(chunk), last, checked=True)
+                        self._listed(len(chunk), high)
                     last = high
-                    self.summary.listed += len(chunk)
-                    log.debug("%s: %d keys written up to %r", self.source.name, len(chunk), last)
-                    if self.progress is not None:
-                        self.progress(self.summary.listed)
                     self._renew()
+                write_fresh()
             finally:
                 cursor.close()
         return last
+
+    def _listed(self, count: int, last: str) -> None:
+        self.summary.listed += count
+        log.debug("%s: %d keys written up to %r", self.source.name, count, last)
+        if self.progress is not None:
+            self.progress(self.summary.listed)
 
     def _same_stats(
         self,
@@ -537,16 +569,19 @@ class SyncEngine:
                 return False
         finally:
             cursor.close()
-        place, full = self.layout.place, self.folders.full
-        no_videos: dict[tuple[str, str], str] = {}  # no sidecar: no video to look up
+        full = self.folders.full
+        # No sidecar in the chunk (see _same_stats): no video to look up.
+        placed = self.layout.place_listed([(key, size) for key, _, size in chunk], {})
         placements: dict[str, Placement] = {}
         paths: list[str] = []
-        for key, _, size in chunk:
-            p = place(key, size, no_videos)
-            path = full(p.folder)
+        last: Placement | None = None
+        path = ""
+        for p in placed:
+            if p is not last:  # files of one folder share their placement object
+                last, path = p, full(p.folder)
+                if p.dataset is not None and path not in placements:
+                    placements[path] = p
             paths.append(path)
-            if p.dataset is not None and path not in placements:
-                placements[path] = p
         new_meta = {path: dataset_metadata(p) for path, p in placements.items()}
         ids, created = self.folders.resolve(conn, set(paths) | set(placements), new_meta)
         self._mark_datasets(conn, {ids[p]: placements[p] for p in placements if p not in created})
@@ -821,12 +856,15 @@ class SyncEngine:
         full = self.folders.full
         placements: dict[str, Placement] = {}
         placed_fresh: list[tuple[ObjectInfo, str]] = []
-        for o in fresh:
-            p = place(o.key, o.size, videos)
-            path = full(p.folder)
+        last: Placement | None = None
+        path = ""
+        fresh_placed = self.layout.place_listed([(o.key, o.size) for o in fresh], videos)
+        for o, p in zip(fresh, fresh_placed, strict=True):
+            if p is not last:  # files of one folder share their placement object
+                last, path = p, full(p.folder)
+                if p.dataset is not None and path not in placements:
+                    placements[path] = p
             placed_fresh.append((o, path))
-            if p.dataset is not None and path not in placements:
-                placements[path] = p
         placed_changed: list[tuple[ObjectInfo, Any, str]] = []
         for o, row in changed:
             p = place(o.key, o.size, videos, large=o.key in pinned)
@@ -1043,13 +1081,16 @@ class SyncEngine:
         keys = {o.key for o in present} | set(gone)
         if not keys:
             return
-        cond: Any = ITEMS.c.key.in_(sorted(keys))
-        for prefix in {g for k in keys if (g := group_prefix(k)) is not None}:
-            # Every key starting with "dir/clip." sorts before "dir/clip/" ('/' follows '.').
-            cond = cond | ((ITEMS.c.key >= prefix) & (ITEMS.c.key < prefix[:-1] + "/"))
-        rows = conn.execute(
-            select(*_ITEM_ROW).where(ITEMS.c.source_id == self.source.id, cond)
-        ).all()
+        prefixes = sorted({g for k in keys if (g := group_prefix(k)) is not None})
+        params: dict[str, Any] = {"source": self.source.id, "keys": sorted(keys)}
+        # Every key starting with "dir/clip." sorts before "dir/clip/" ('/' follows '.').
+        # The count of ranges is rounded up to a power of two (the last one repeated), so
+        # a few prebuilt statements serve every batch.
+        width = 1 << (len(prefixes) - 1).bit_length() if prefixes else 0
+        for i in range(width):
+            prefix = prefixes[min(i, len(prefixes) - 1)]
+            params[f"lo{i}"], params[f"hi{i}"] = prefix, prefix[:-1] + "/"
+        rows = conn.execute(_group_rows(width), params).all()
         existing = {row.key: row for row in rows}
         markers = [o for o in present if o.key.endswith("/") and self._wanted_marker(o)]
         objs = [o for o in present if self._wanted(o)]
@@ -1079,6 +1120,16 @@ class SyncEngine:
 
 #: ``Source.options`` key: the images mode the source's catalog was laid out with.
 LAID_OUT_IMAGES = "laid_out_images"
+
+
+@functools.cache
+def _group_rows(ranges: int) -> Any:
+    """Items of a source with one of the bound ``keys`` or in one of ``ranges`` key ranges
+    (``lo{i} <= key < hi{i}``): :meth:`SyncEngine.apply_objects`' read, built once."""
+    cond: Any = ITEMS.c.key.in_(bindparam("keys", expanding=True))
+    for i in range(ranges):
+        cond = cond | ((ITEMS.c.key >= bindparam(f"lo{i}")) & (ITEMS.c.key < bindparam(f"hi{i}")))
+    return select(*_ITEM_ROW).where(ITEMS.c.source_id == bindparam("source"), cond)
 
 
 def laid_out_images(source: Source) -> str:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from mediamirror.catalog.bulk import sqlite_datetime
 from mediamirror.catalog.models import FOLDERS, utcnow
 from mediamirror.errors import SyncError
 from mediamirror.paths import is_safe
 
 _BATCH = 500
+_COLUMNS = ("source_id", "parent_id", "name", "path", "meta", "state", "created_at", "updated_at")
+#: On SQLite, folders are read and created straight through the driver, in the form
+#: SQLAlchemy stores them (``meta`` as ``json.dumps`` text, times as naive UTC text): a
+#: feed's first sync creates two folders per record, and SQLAlchemy's per-value processing
+#: cost more than SQLite's insert.
+_SQLITE_LOOKUP = "SELECT id, path FROM folders WHERE path IN ({})"
+_SQLITE_INSERT = f"INSERT INTO folders ({', '.join(_COLUMNS)}) VALUES {{}} RETURNING id, path"
+_SQLITE_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 #: Checked folder paths kept (most keys of a listing share their folder with the last).
 _FULL_CACHE = 4096
 
@@ -34,9 +44,6 @@ class FolderIndex:
         self.limit = limit
         self.ids: dict[str, int] = {}
         self._full: dict[str, str] = {}
-
-    def _inside(self, path: str) -> bool:
-        return path == self.mount or path.startswith(self.mount + "/")
 
     def full(self, rel: str) -> str:
         """The catalog path of ``rel`` (a safe path from the layout) under the mount.
@@ -71,8 +78,13 @@ class FolderIndex:
 
     def _lookup(self, conn: Connection, paths: list[str]) -> None:
         table = FOLDERS
+        sqlite = conn.dialect.name == "sqlite"
         for i in range(0, len(paths), _BATCH):
             chunk = paths[i : i + _BATCH]
+            if sqlite:
+                sql = _SQLITE_LOOKUP.format(", ".join("?" * len(chunk)))
+                self.ids.update((path, fid) for fid, path in _driver_rows(conn, sql, chunk))
+                continue
             for fid, path in conn.execute(
                 select(table.c.id, table.c.path).where(table.c.path.in_(chunk))
             ):
@@ -93,23 +105,46 @@ class FolderIndex:
                 parents = {p for p in parents if p not in self.ids}
             todo |= parents
             frontier = parents
-        table = FOLDERS
         now = utcnow()
-        for depth in sorted({p.count("/") for p in todo}):
-            level = sorted(p for p in todo if p.count("/") == depth)
-            rows = [
-                {
-                    "source_id": self.source_id if self._inside(p) else None,
-                    "parent_id": self.ids[pp] if (pp := parent_path(p)) else None,
-                    "name": folder_name(p),
-                    "path": p,
-                    "meta": new_meta.get(p, {}),
-                    "state": "present",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for p in level
-            ]
-            for fid, path in conn.execute(insert(table).returning(table.c.id, table.c.path), rows):
-                self.ids[path] = fid
+        by_depth: dict[int, list[str]] = {}
+        for p in todo:
+            by_depth.setdefault(p.count("/"), []).append(p)
+        for depth in sorted(by_depth):
+            level = sorted(by_depth[depth])
+            for i in range(0, len(level), _BATCH):
+                self._create(conn, level[i : i + _BATCH], new_meta, now)
         return todo
+
+    def _create(
+        self, conn: Connection, paths: list[str], new_meta: Mapping[str, dict[str, Any]], now: Any
+    ) -> None:
+        """Insert folders whose parents all have ids, and keep their ids (a folder is the
+        source's when it is its mount or below it: the mount's ancestors belong to none)."""
+        inside, mount = self.mount + "/", self.mount
+        rows = [
+            (
+                self.source_id if p == mount or p.startswith(inside) else None,
+                self.ids[pp] if (pp := parent_path(p)) else None,
+                folder_name(p),
+                p,
+                new_meta.get(p, {}),
+            )
+            for p in paths
+        ]
+        if conn.dialect.name == "sqlite":
+            stamp = sqlite_datetime(now)
+            params: list[Any] = []
+            for sid, parent, name, path, meta in rows:
+                params += (sid, parent, name, path, json.dumps(meta), "present", stamp, stamp)
+            sql = _SQLITE_INSERT.format(", ".join([_SQLITE_ROW] * len(rows)))
+            self.ids.update((path, fid) for fid, path in _driver_rows(conn, sql, params))
+            return
+        table = FOLDERS
+        values = [dict(zip(_COLUMNS, (*row, "present", now, now), strict=True)) for row in rows]
+        for fid, path in conn.execute(insert(table).returning(table.c.id, table.c.path), values):
+            self.ids[path] = fid
+
+
+def _driver_rows(conn: Connection, sql: str, params: list[Any]) -> list[Any]:
+    """All rows of one statement given to the driver as it is (no per-value processing)."""
+    return list(conn.exec_driver_sql(sql, tuple(params)).all())

@@ -6,13 +6,17 @@ next to data files (``data/*.csv.gz`` or ``*.parquet``) that the manifest lists 
 MD5 checksums. A report is a complete listing of the bucket as of its date: fed to
 :class:`~mediamirror.sync.engine.SyncEngine` through its ``listing`` parameter, it is
 merged exactly like a listing (same filters, same deletion rule); a normal incremental
-sync then catches what changed since the report.
+sync then catches what changed since the report. The report is sorted on disk
+(:mod:`~mediamirror.sync.sorted_runs`), so memory does not grow with it; items the
+catalog wrote after the report began are left to that follow-up sync
+(:mod:`~mediamirror.sync.inventory_overlay`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import tempfile
@@ -32,6 +36,8 @@ from mediamirror.stores import ReadOnlyStore, StoreSpec, open_store
 from mediamirror.stores.base import ObjectInfo, Store
 from mediamirror.stores.timeouts import StoreTimeouts
 from mediamirror.sync.engine import SyncSummary
+from mediamirror.sync.inventory_overlay import catalog_wins, last_listing, newer_items
+from mediamirror.sync.sorted_runs import FAN_IN, RUN_ROWS, SortedRuns
 
 #: The folder of one report: ``YYYY-MM-DDTHH-MMZ``.
 _STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z$")
@@ -41,6 +47,9 @@ _MANIFEST = "manifest.json"
 _NEEDED = {"key": "Key", "size": "Size", "lastmodifieddate": "LastModifiedDate", "etag": "ETag"}
 _READ_LIMIT = 1 << 30
 _DOWNLOADS = 4
+#: Bytes of CSV parsed at once, rows of Parquet read at once: what memory holds of a file.
+_CSV_BLOCK = 4 << 20
+_PARQUET_BATCH = 1 << 16
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -57,7 +66,8 @@ class Report:
     """The manifest of one inventory report."""
 
     url: str  # of manifest.json
-    stamp: str  # YYYY-MM-DDTHH-MMZ: when the report's scan began
+    stamp: str  # YYYY-MM-DDTHH-MMZ: the report's folder
+    created: datetime  # the manifest's creationTimestamp: when the report's scan began
     source_bucket: str
     file_format: str  # "CSV" or "Parquet"
     columns: tuple[str, ...]  # CSV only: the fileSchema field names, in order
@@ -141,6 +151,7 @@ def read_report(store: Store, key: str, source_bucket: str) -> Report:
     return Report(
         url=url,
         stamp=key.split("/")[-2],
+        created=_created(doc, key.split("/")[-2]),
         source_bucket=bucket,
         file_format="CSV" if fmt.upper() == "CSV" else "Parquet",
         columns=columns,
@@ -153,6 +164,16 @@ def _text(doc: Mapping[str, Any], name: str, url: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{url} is not a valid S3 Inventory manifest: no {name!r}")
     return value
+
+
+def _created(doc: Mapping[str, Any], stamp: str) -> datetime:
+    """The manifest's ``creationTimestamp`` (milliseconds since the epoch, as text); the
+    folder's date (to the minute) where a manifest has none."""
+    value = doc.get("creationTimestamp")
+    try:
+        return _EPOCH + timedelta(milliseconds=int(str(value)))
+    except (ValueError, OverflowError):
+        return datetime.strptime(stamp, "%Y-%m-%dT%H-%MZ").replace(tzinfo=UTC)
 
 
 def _norm(name: str) -> str:
@@ -185,13 +206,20 @@ def _check_manifest_checksum(store: Store, key: str, body: bytes) -> None:
 # -- data files ---------------------------------------------------------------------------
 
 
-def _download(store: Store, report: Report, workdir: Path) -> list[Path]:
-    """Every data file of the report, fetched and checked against its MD5 checksum."""
+def _download(store: Store, report: Report, workdir: Path) -> Iterator[Path]:
+    """Every data file of the report, fetched (a few at once, handed over in the
+    manifest's order as each arrives) and checked against its MD5 checksum."""
 
     def fetch(pair: tuple[int, DataFile]) -> Path:
         i, f = pair
         dest = workdir / f"{i:06d}-{f.key.rsplit('/', 1)[-1]}"
-        store.download(f.key, dest)
+        try:
+            store.download(f.key, dest)
+        except NotFoundError:
+            raise SyncError(
+                f"inventory report {report.url} lists {store.object_url(f.key)}, which does "
+                "not exist (removed since, or the report is still being written)"
+            ) from None
         digest = hashlib.md5(usedforsecurity=False)
         with dest.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -203,38 +231,45 @@ def _download(store: Store, report: Report, workdir: Path) -> list[Path]:
             )
         return dest
 
-    with ThreadPoolExecutor(_DOWNLOADS) as pool:
-        return list(pool.map(fetch, enumerate(report.files)))
+    pool = ThreadPoolExecutor(_DOWNLOADS)
+    try:
+        yield from pool.map(fetch, enumerate(report.files))
+    finally:  # refused or stopped: the files not yet fetched are not fetched at all
+        pool.shutdown(cancel_futures=True)
 
 
-def _read_csv(path: Path, report: Report) -> Any:
+def _csv_batches(path: Path, report: Report) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     names = [_norm(c) for c in report.columns]
     try:
-        return pacsv.read_csv(
+        reader = pacsv.open_csv(
             pa.input_stream(str(path), compression="gzip" if path.suffix == ".gz" else None),
-            read_options=pacsv.ReadOptions(column_names=names),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=_CSV_BLOCK),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
             ),
         )
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
     except (pa.ArrowInvalid, OSError) as exc:
         if str(exc).startswith("Empty CSV file"):  # a bucket with nothing to list
-            return pa.table({n: pa.array([], pa.string()) for n in names})
+            return
         raise SyncError(f"cannot read inventory file {path.name}: {_first_line(exc)}") from None
 
 
-def _read_parquet(path: Path) -> Any:
+def _parquet_batches(path: Path) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(str(path))
+        data = pq.ParquetFile(str(path))
+        names = [_norm(n) for n in data.schema_arrow.names]
+        for batch in data.iter_batches(batch_size=_PARQUET_BATCH):
+            yield pa.Table.from_batches([batch]).rename_columns(names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SyncError(f"cannot read inventory file {path.name}: {_first_line(exc)}") from None
-    return table.rename_columns([_norm(n) for n in table.column_names])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -244,7 +279,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _current(table: Any, name: str, report: Report) -> Any:
     """The table's current objects: latest versions that are not delete markers, with
-    columns key (decoded), size, etag and last_modified (UTC, milliseconds)."""
+    columns key (decoded), size, etag and ms (last modified, milliseconds since the epoch)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -272,9 +307,9 @@ def _current(table: Any, name: str, report: Report) -> Any:
             # Parquet inventories hold UTC instants (TIMESTAMP_MILLIS); listings have
             # milliseconds too, so anything finer is dropped.
             modified = pc.cast(modified, pa.timestamp("ms"), safe=False)
-            modified = pc.assume_timezone(modified, "UTC")
         else:
             modified = pc.cast(modified, pa.timestamp("ms", tz="UTC"))
+        millis = pc.cast(modified, pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SyncError(
             f"inventory file {name} of {report.url} has a bad row: {_first_line(exc)}"
@@ -289,80 +324,109 @@ def _current(table: Any, name: str, report: Report) -> Any:
             pa.string(),
         )
     etags = pc.utf8_trim(pc.cast(table["etag"], pa.string()), '"')
-    return pa.table({"key": keys, "size": size, "etag": etags, "last_modified": modified})
+    return pa.table({"key": keys, "size": size, "etag": etags, "ms": millis})
 
 
-def load(store: Store, report: Report, prefix: str) -> Any:
-    """The report's current objects under ``prefix``, sorted by key (UTF-8 byte order):
-    one Arrow table, about a hundred bytes a key."""
+def _schema() -> Any:
     import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("size", pa.int64()), ("etag", pa.string()), ("ms", pa.int64())]
+    )
+
+
+def sort_report(
+    store: Store,
+    report: Report,
+    prefix: str,
+    workdir: Path,
+    *,
+    run_rows: int = RUN_ROWS,
+    fan_in: int = FAN_IN,
+) -> SortedRuns:
+    """The report's current objects under ``prefix``, sorted by key (UTF-8 byte order,
+    the order of an S3 listing) on disk in ``workdir``: data files are read batch by
+    batch and removed once read, so memory does not grow with the report
+    (:class:`SortedRuns` sizes: ``run_rows``, ``fan_in``)."""
     import pyarrow.compute as pc
 
-    tables = []
-    with tempfile.TemporaryDirectory(prefix="mediamirror-inventory-") as tmp:
-        for path in _download(store, report, Path(tmp)):
+    runs = SortedRuns(workdir, _schema(), run_rows=run_rows, fan_in=fan_in)
+    for path in _download(store, report, workdir):
+        reader = (
+            _csv_batches(path, report) if report.file_format == "CSV" else _parquet_batches(path)
+        )
+        for raw in reader:
             interrupt.check()
-            raw = _read_csv(path, report) if report.file_format == "CSV" else _read_parquet(path)
             table = _current(raw, path.name, report)
             if prefix:
                 table = table.filter(pc.starts_with(table["key"], prefix))
-            tables.append(table)
-            path.unlink()
-    if not tables:
-        return pa.table(
-            {
-                "key": pa.array([], pa.string()),
-                "size": pa.array([], pa.int64()),
-                "etag": pa.array([], pa.string()),
-                "last_modified": pa.array([], pa.timestamp("ms", tz="UTC")),
-            }
-        )
-    # Arrow compares strings byte by byte: the order of an S3 listing.
-    return pa.concat_tables(tables).sort_by("key")
+            runs.add(table)
+        path.unlink()
+    return runs
+
+
+def objects(rows: Iterable[tuple[str, int, str, int]], report: Report) -> Iterator[ObjectInfo]:
+    """Sorted report rows as objects; a key listed twice is refused: the merge would take
+    it for a listing out of order."""
+    prev: str | None = None
+    for key, size, etag, millis in rows:
+        if key == prev:
+            raise SyncError(f"inventory report {report.url} lists {key!r} twice")
+        prev = key
+        # From milliseconds since the epoch: exact, and far cheaper than Arrow's datetimes.
+        yield ObjectInfo(key, size, etag, _EPOCH + timedelta(milliseconds=millis))
 
 
 def pages(
-    table: Any, report: Report, page_size: int = 1000, start_after: str | None = None
+    objs: Iterable[ObjectInfo], page_size: int = 1000, start_after: str | None = None
 ) -> Iterator[list[ObjectInfo]]:
-    """A sorted table as listing pages (keys after ``start_after``); a key listed twice
-    is refused: the merge would take it for a listing out of order."""
-    import pyarrow as pa
-
-    prev: str | None = None
-    for offset in range(0, table.num_rows, page_size):
-        part = table.slice(offset, page_size)
-        page: list[ObjectInfo] = []
-        for key, size, etag, millis in zip(
-            part["key"].to_pylist(),
-            part["size"].to_pylist(),
-            part["etag"].to_pylist(),
-            # Milliseconds since the epoch: exact, and far cheaper than Arrow's datetimes.
-            part["last_modified"].cast(pa.int64()).to_pylist(),
-            strict=True,
-        ):
-            if key == prev:
-                raise SyncError(f"inventory report {report.url} lists {key!r} twice")
-            prev = key
-            if start_after is None or key > start_after:
-                page.append(ObjectInfo(key, size, etag, _EPOCH + timedelta(milliseconds=millis)))
-        if page:
-            yield page
+    """Sorted objects as listing pages (keys after ``start_after``)."""
+    if start_after is not None:
+        objs = (o for o in objs if o.key > start_after)
+    it = iter(objs)
+    while page := list(itertools.islice(it, page_size)):
+        yield page
 
 
 @dataclass
 class Inventory:
-    """A report read for one source: a ``listing`` for :class:`SyncEngine`."""
+    """A report read for one source: a ``listing`` for :class:`SyncEngine`.
+
+    Given the catalog and the source's id, the catalog's items written after the report's
+    creation stand in for the report's entries (:func:`catalog_wins`)."""
 
     store: Store
     report: Report
     prefix: str
     page_size: int = 1000
-    keys: int = 0
+    catalog: Catalog | None = None
+    source_id: int | None = None
+    keys: int = 0  # rows of the report under the prefix, once read
+    _sorted: SortedRuns | None = dataclasses.field(default=None, repr=False)
+
+    def sort(self, workdir: Path) -> None:
+        """Download, check and sort the report into ``workdir`` now, before the sync
+        (which holds the source's lease) begins: the listing then only streams. Without
+        it, the listing does this itself, in a temporary folder."""
+        self._sorted = sort_report(self.store, self.report, self.prefix, workdir)
+        self.keys = self._sorted.rows_added
 
     def __call__(self, start_after: str | None) -> Iterable[list[ObjectInfo]]:
-        table = load(self.store, self.report, self.prefix)
-        self.keys = table.num_rows
-        return pages(table, self.report, self.page_size, start_after)
+        if self._sorted is None:
+            with tempfile.TemporaryDirectory(prefix="mediamirror-inventory-") as tmp:
+                self.sort(Path(tmp))
+                yield from self._pages(start_after)
+        else:
+            yield from self._pages(start_after)
+
+    def _pages(self, start_after: str | None) -> Iterator[list[ObjectInfo]]:
+        runs, self._sorted = self._sorted, None  # read once: the runs go as they are read
+        assert runs is not None
+        objs: Iterable[ObjectInfo] = objects(runs.rows(), self.report)
+        if self.catalog is not None and self.source_id is not None:
+            newer = newer_items(self.catalog, self.source_id, self.report.created)
+            objs = catalog_wins(objs, newer)
+        yield from pages(objs, self.page_size, start_after)
 
 
 def inventory_spec(spec: StoreSpec, url: str) -> StoreSpec:
@@ -375,18 +439,25 @@ def inventory_spec(spec: StoreSpec, url: str) -> StoreSpec:
 
 @dataclass
 class InventorySync:
-    """What ``sync NAME --from-inventory URL`` did: the report, the sync from it and the
+    """What ``sync NAME --from-inventory URL`` did: the report, the sync from it (None: the
+    report was older than the catalog's last full listing, so not read) and the
     incremental sync that followed."""
 
     report: Report
-    from_report: SyncSummary
+    from_report: SyncSummary | None
     since: SyncSummary
+    listed_at: datetime | None = None  # when the last full listing before it began
 
     def lines(self) -> list[str]:
-        return [
-            f"{self.from_report.line()} [from the inventory report of {self.report.stamp}]",
-            f"{self.since.line()} [changes since the report]",
-        ]
+        if self.from_report is None:
+            when = f"{self.listed_at:%Y-%m-%d %H:%M:%S} UTC" if self.listed_at else "?"
+            first = (
+                f"{self.since.source}: the inventory report of {self.report.stamp} is older "
+                f"than the catalog's last full listing ({when}): not read, listed instead"
+            )
+        else:
+            first = f"{self.from_report.line()} [from the inventory report of {self.report.stamp}]"
+        return [first, f"{self.since.line()} [changes since the report]"]
 
 
 def sync_from_inventory(
@@ -398,7 +469,13 @@ def sync_from_inventory(
     progress: Callable[[int], None] | None = None,
 ) -> InventorySync:
     """Sync source ``name`` from the newest inventory report under ``url``, then list it
-    incrementally to catch what changed since the report."""
+    incrementally to catch what changed since the report.
+
+    The report's data files are downloaded, checked and sorted on disk (in the system's
+    temporary folder, ``TMPDIR``) before the sync from it starts. A report older than the
+    source's last full listing would only take the catalog back in time: it is not read,
+    the source is listed instead. Items written after the report began (by events, or a
+    sync cut short) are left to the follow-up listing."""
     from mediamirror.sources import get_source, spec_of, sync_source
 
     source = get_source(catalog, name)
@@ -408,7 +485,14 @@ def sync_from_inventory(
     timeouts = StoreTimeouts.from_settings(settings)
     store = ReadOnlyStore(open_store(spec, env, timeouts=timeouts))
     report = read_report(store, find_report(store, source.bucket), source.bucket)
-    listing = Inventory(store, report, source.prefix, settings.sync_page_size)
-    first = sync_source(catalog, settings, name, env, progress, listing=listing)
+    listed_at = last_listing(catalog, source.id)
+    first: SyncSummary | None = None
+    if listed_at is None or listed_at < report.created:
+        listing = Inventory(
+            store, report, source.prefix, settings.sync_page_size, catalog, source.id
+        )
+        with tempfile.TemporaryDirectory(prefix="mediamirror-inventory-") as tmp:
+            listing.sort(Path(tmp))  # checked and sorted before the sync starts
+            first = sync_source(catalog, settings, name, env, progress, listing=listing)
     then = sync_source(catalog, settings, name, env, progress)
-    return InventorySync(report, first, then)
+    return InventorySync(report, first, then, listed_at)

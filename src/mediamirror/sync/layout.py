@@ -33,6 +33,8 @@ IMAGE_EXTENSIONS = frozenset("bmp gif jpe jpeg jpg jp2 png tif tiff webp".split(
 #: Whole-slide and other formats that are always viewed as tiled large images.
 LARGE_IMAGE_EXTENSIONS = frozenset("bif czi mrxs ndpi qptiff scn svs svslide vms vmu".split())
 SIDECAR_EXTENSIONS = frozenset({"json", "csv"})
+#: Extensions some rule looks at: a file with any other is a plain item of its folder.
+_RULED = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | LARGE_IMAGE_EXTENSIONS | SIDECAR_EXTENSIONS
 #: Folders whose safe paths :meth:`Layout.place` keeps (a listing goes folder by folder).
 _DIR_CACHE = 4096
 
@@ -190,6 +192,33 @@ class Layout:
             )
             hit = self._dirs[key_dir] = (key_dir, rel_dir, frame, Placement(folder=rel_dir))
         return hit
+
+    def place_listed(
+        self, listed: Iterable[tuple[str, int]], videos: dict[tuple[str, str], str]
+    ) -> list[Placement]:
+        """:meth:`place` of each ``(key, size)``, in listing order (folder by folder). A
+        file whose extension no rule looks at (most files of most trees) gets its
+        folder's plain placement, found once per folder, without being classified.
+
+        The extension is read from the key: where the prefix cuts into a key's last
+        segment, the name :meth:`place` classifies is a suffix of it, whose extension is
+        the same or none, so such a key is never taken for plain wrongly."""
+        placed: list[Placement] = []
+        append, place, ruled = placed.append, self.place, _RULED
+        folder: str | None = None
+        plain: Placement | None = None
+        for key, size in listed:
+            slash = key.rfind("/")
+            dot = key.rfind(".")
+            if dot > slash + 1 and key[dot + 1 :].lower() in ruled:
+                append(place(key, size, videos))
+                continue
+            key_dir = key[:slash] if slash >= 0 else ""
+            if key_dir != folder or plain is None:
+                folder = key_dir
+                plain = self._dir(key, self.relative(key))[3]
+            append(plain)
+        return placed
 
     def place(
         self,

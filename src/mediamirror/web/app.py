@@ -100,6 +100,10 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    push_routes = _push_routes()
+    if push_routes is not None:
+        # Innermost: bucket deliveries skip the router, still inside the headers and ids.
+        app.add_middleware(push_routes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # outermost: its id is on every line of the request
     mount_docs(app, "/api/docs", "/api/openapi.json")
@@ -172,6 +176,15 @@ def create_app(services: Services, *, worker: bool = True) -> FastAPI:
         return FileResponse(UI / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _push_routes() -> Any:
+    """The push endpoints' shortcut ahead of the router (events), when present."""
+    try:
+        from mediamirror.events.push import PushRoutes
+    except ImportError:
+        return None
+    return PushRoutes
 
 
 def _mount_optional(app: FastAPI) -> None:

@@ -53,7 +53,8 @@ def visibility_timeout(settings: Settings) -> int:
 
 
 def make_app(settings: Settings, env: Mapping[str, str] | None = None) -> Celery:
-    """The Celery app for these settings (late acks, prefetch 1, ids only)."""
+    """The Celery app for these settings (late acks, prefetch 1, ids only, no rate
+    limits: a message's cost is its catalog work, which the dispatcher's windows bound)."""
     if not settings.broker_url:
         raise ConfigError(
             "the celery executor needs broker_url (MEDIAMIRROR_BROKER_URL), "
@@ -64,6 +65,7 @@ def make_app(settings: Settings, env: Mapping[str, str] | None = None) -> Celery
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_disable_rate_limits=True,
         task_default_queue=DEFAULT_QUEUE,
         task_create_missing_queues=True,
         task_ignore_result=True,

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from sqlalchemy import Select, func, select, type_coerce
-from sqlalchemy.types import NullType
+from sqlalchemy import Select, func, select
 from starlette.types import Message, Receive, Scope, Send
 
 from mediamirror.catalog.models import FOLDERS, ITEMS, SOURCES
-from mediamirror.catalog.tree import dataset_status
+from mediamirror.catalog.tree import dataset_status, modified_text
 from mediamirror.errors import NotFoundError
 from mediamirror.jobs.model import JOBS
 from mediamirror.web.deps import MAX_ID, Id, Svc, Viewer
@@ -73,38 +74,29 @@ class FastJSON(Response):
 
 def iso_utc(value: Any) -> str:
     """``UTCDateTime``'s value as ``datetime.isoformat()`` gives it, from the driver's raw
-    value: SQLite's stored text (``YYYY-MM-DD HH:MM:SS.ffffff``) or a naive UTC datetime.
+    value: SQLite's stored text (``YYYY-MM-DD HH:MM:SS.ffffff``), the ISO text PostgreSQL
+    wrote (``catalog.tree.modified_text``) or a naive UTC datetime.
     Thousands of rows a page: string slicing instead of a datetime object per row."""
     if isinstance(value, str):
         if len(value) == 26 and value[19] == ".":
             frac = "" if value.endswith(".000000") else value[19:]
             return f"{value[:10]}T{value[11:19]}{frac}+00:00"
+        if value.endswith("+00:00"):
+            return value  # already written in this form by the database (PostgreSQL)
         value = datetime.fromisoformat(value)  # any other stored form: parse it
     if value.tzinfo is None:
         return str(value.isoformat()) + "+00:00"
     return str(value.isoformat())
 
 
-#: An item row's columns for pages of items, its time as the driver hands it.
-_ITEM_PAGE_COLUMNS = (
-    ITEMS.c.id,
-    ITEMS.c.key,
-    ITEMS.c.name,
-    ITEMS.c.folder_id,
-    ITEMS.c.size,
-    ITEMS.c.etag,
-    type_coerce(ITEMS.c.last_modified, NullType()).label("last_modified"),
-    ITEMS.c.state,
-)
-
-
-def item_page(conn: Any, cond: Any, *, offset: int = 0, limit: int) -> list[dict[str, Any]]:
-    """Items matching ``cond`` in key order, shaped as :func:`item_dict` shapes them.
+def item_page(conn: Any, cond: Any, *, offset: int = 0, limit: int) -> str:
+    """Items matching ``cond`` in key order, shaped as :func:`item_dict` shapes them, as
+    one JSON array (text).
 
     Past the first page, the page's ids are picked from ``ix_items_folder_key`` alone (an
     index-only scan that skips OFFSET rows without reading them), then only those rows
     are read."""
-    query = select(*_ITEM_PAGE_COLUMNS)
+    query = select(*_ITEM_PAGE_COLUMNS, modified_text(conn.dialect.name), ITEMS.c.state)
     if offset:
         ids = select(ITEMS.c.id).where(cond).order_by(ITEMS.c.key).offset(offset).limit(limit)
         page = ids.subquery()
@@ -112,20 +104,54 @@ def item_page(conn: Any, cond: Any, *, offset: int = 0, limit: int) -> list[dict
     else:
         query = query.where(cond).limit(limit)
     rows = conn.execute(query.order_by(ITEMS.c.key))
-    return [
-        {
-            "id": r[0],
-            "key": r[1],
-            "name": r[2],
-            "folder_id": r[3],
-            "size": r[4],
-            "etag": r[5],
-            "last_modified": iso_utc(r[6]),
-            "state": r[7],
-            "content_url": f"/api/v1/items/{r[0]}/content",
-        }
-        for r in rows
-    ]
+    return "[" + ",".join([_item_json(*r) for r in rows]) + "]"
+
+
+#: An item row's columns for pages of items (then its time, then its state).
+_ITEM_PAGE_COLUMNS = (
+    ITEMS.c.id,
+    ITEMS.c.key,
+    ITEMS.c.name,
+    ITEMS.c.folder_id,
+    ITEMS.c.size,
+    ITEMS.c.etag,
+)
+
+#: A string as JSON text, as ``json.dumps(..., ensure_ascii=False)`` writes it (C code).
+_str = encode_basestring
+
+
+def _item_json(
+    id_: int, key: str, name: str, folder_id: int, size: int, etag: str, modified: Any, state: str
+) -> str:
+    """One row as :func:`item_dict`'s JSON, written directly: no dict, no encoder walk.
+    Thousands of rows a page, and no container per row left for the garbage collector."""
+    return (
+        f'{{"id":{id_},"key":{_str(key)},"name":{_str(name)},"folder_id":{folder_id},'
+        f'"size":{size},"etag":{_str(etag)},"last_modified":"{iso_utc(modified)}",'
+        f'"state":{_str(state)},"content_url":"/api/v1/items/{id_}/content"}}'
+    )
+
+
+class RawJSON(Response):
+    """A JSON object whose big parts (thousands of rows) are JSON text written already:
+    the rest is encoded once (as :class:`FastJSON` does) and those parts set in as they
+    are, neither parsed nor encoded again."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: dict[str, Any], raw: dict[str, str]) -> None:
+        marks = {key: f"{_MARK}{key}" for key in raw}
+        body = json.dumps(
+            {**content, **marks}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+        for key, mark in marks.items():
+            body = body.replace(json.dumps(mark), raw[key], 1)
+        super().__init__(body.encode())
+
+
+#: Stands in for a part set in by :class:`RawJSON`; no stored text can look like it.
+_MARK = f"raw-json-{secrets.token_hex(16)}:"
 
 
 def _folder(conn: Any, folder_id: int) -> Any:
@@ -222,7 +248,7 @@ def folder_items(
     offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
     include_deleted: bool = False,
-) -> FastJSON:
+) -> RawJSON:
     cond = ITEMS.c.folder_id == folder_id
     if not include_deleted:
         cond = cond & (ITEMS.c.state == "present")
@@ -231,11 +257,11 @@ def folder_items(
         # Counted and skipped in ix_items_folder_key alone (state is in the index).
         total = conn.execute(select(func.count()).select_from(ITEMS).where(cond)).scalar_one()
         items = item_page(conn, cond, offset=offset, limit=limit)
-    return FastJSON({"total": total, "offset": offset, "limit": limit, "items": items})
+    return RawJSON({"total": total, "offset": offset, "limit": limit}, {"items": items})
 
 
 @router.get("/datasets/{folder_id}", response_class=FastJSON)
-def get_dataset(folder_id: Id, svc: Svc, _: Viewer) -> FastJSON:
+def get_dataset(folder_id: Id, svc: Svc, _: Viewer) -> RawJSON:
     """A dataset with its metadata, outputs, media URLs and job history."""
     with svc.catalog.read() as conn:
         row = _folder(conn, folder_id)
@@ -244,7 +270,8 @@ def get_dataset(folder_id: Id, svc: Svc, _: Viewer) -> FastJSON:
         out = folder_dict(row)
         out["breadcrumbs"] = _breadcrumbs(conn, row)
         present = (ITEMS.c.folder_id == folder_id) & (ITEMS.c.state == "present")
-        out["items"] = item_page(conn, present, limit=DATASET_ITEMS)
+        out["items"] = None  # this place in the body's key order
+        items = item_page(conn, present, limit=DATASET_ITEMS)
         jobs = conn.execute(
             select(JOBS)
             .where(JOBS.c.target_type == "folder", JOBS.c.target_id == folder_id)
@@ -266,7 +293,7 @@ def get_dataset(folder_id: Id, svc: Svc, _: Viewer) -> FastJSON:
             for j in jobs
         ]
     out["media"] = _media_urls(folder_id, out["meta"])
-    return FastJSON(out)
+    return RawJSON(out, {"items": items})
 
 
 def _media_urls(folder_id: int, meta: dict[str, Any]) -> dict[str, Any]:
@@ -365,31 +392,29 @@ def dataset_poster(folder_id: Id, svc: Svc, _: Viewer) -> Response:
 
 
 @router.get("/datasets/{folder_id}/frames", response_class=FastJSON)
-def dataset_frames(folder_id: Id, svc: Svc, _: Viewer) -> FastJSON:
+def dataset_frames(folder_id: Id, svc: Svc, _: Viewer) -> RawJSON:
     """Frame URLs of an image sequence, in order (web versions where converted)."""
+    from mediamirror.sync.layout import IMAGE_EXTENSIONS
+
     _, meta = _meta(svc, folder_id)
     converted = (meta.get("outputs") or {}).get("frames") or {}
+    frames = []
     with svc.catalog.read() as conn:
         rows = conn.execute(
             select(ITEMS.c.id, ITEMS.c.key, ITEMS.c.name)
             .where(ITEMS.c.folder_id == folder_id, ITEMS.c.state == "present")
             .order_by(ITEMS.c.key)
-        ).all()
-    from mediamirror.sync.layout import IMAGE_EXTENSIONS
-
-    frames = []
-    for item_id, key, name in rows:
-        dot = name.rfind(".")  # sync.layout.extension, inline: 10,000 rows a request
-        if dot > 0 and name[dot + 1 :].lower() in IMAGE_EXTENSIONS:
-            url = f"/api/v1/items/{item_id}/content"
-            frames.append(
-                {
-                    "item_id": item_id,
-                    "name": name,
-                    "url": url + "?web=1" if key in converted else url,
-                }
-            )
-    return FastJSON({"fps": meta.get("fps"), "frames": frames})
+        )
+        for item_id, key, name in rows:
+            dot = name.rfind(".")  # sync.layout.extension, inline: 10,000 rows a request
+            if dot > 0 and name[dot + 1 :].lower() in IMAGE_EXTENSIONS:
+                web = "?web=1" if key in converted else ""
+                frames.append(
+                    f'{{"item_id":{item_id},"name":{_str(name)},'
+                    f'"url":"/api/v1/items/{item_id}/content{web}"}}'
+                )
+    body = {"fps": meta.get("fps"), "frames": None}
+    return RawJSON(body, {"frames": "[" + ",".join(frames) + "]"})
 
 
 @router.get("/items/{item_id}")
