@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from feeds.cms import CmsServer
+from feeds.cms import CmsServer, add_feed_source
 from helpers import Cli
 from mediamirror.cli import main
 
@@ -61,13 +60,7 @@ def cms() -> Iterator[CmsServer]:
 @pytest.fixture
 def feed_cli(cms: CmsServer, sqlite_cli: Cli) -> Cli:
     """A SQLite catalog with a source ``premiere`` on the CMS feed."""
-    cli = sqlite_cli
-    cli.home.mkdir(parents=True)
-    config = {"feeds": {"premiere": cms.feed_block()}}
-    (cli.home / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    cli.env.update(cms.env)
-    cli.run("source", "add", "premiere", "feed://premiere", "--mount", "/premiere")
-    return cli
+    return add_feed_source(cms, sqlite_cli)
 
 
 def probe(

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+import yaml
 from ariadne import ObjectType, QueryType, ScalarType, graphql, make_executable_schema
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -353,3 +354,14 @@ class CmsServer:
             yield self
         finally:
             self.stop()
+
+
+def add_feed_source(cms: CmsServer, cli: Any) -> Any:
+    """``cli`` (a tests/helpers.Cli on a new home) with config.yaml holding ``cms``'s feed
+    block and a source ``premiere`` on it, mounted at /premiere."""
+    cli.home.mkdir(parents=True)
+    config = {"feeds": {"premiere": cms.feed_block()}}
+    (cli.home / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    cli.env.update(cms.env)
+    cli.run("source", "add", "premiere", "feed://premiere", "--mount", "/premiere")
+    return cli

@@ -14,17 +14,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import Cli, catalog_items
 from mediamirror.catalog.db import Catalog
-from mediamirror.config import Settings, expand_vars
+from mediamirror.config import Settings
 from mediamirror.sources import add_source, sync_source
 from mediamirror.stores import feed_walk
 from mediamirror.stores.feed_config import configure
 from mediamirror.stores.feed_early import feed_of, sqlite_path, start_early
 
-from .cms import CmsServer
+from .cms import CmsServer, add_feed_source
+from .test_feed_sync import settings_for as feed_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -33,15 +33,8 @@ SQLITE_ONLY = pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 
 
 def settings_for(cms: CmsServer, catalog: Catalog, **block: object) -> Settings:
-    feeds = {"premiere": expand_vars(cms.feed_block(**block), cms.env)}
-    configure(feeds)
-    return Settings(
-        database_url=catalog.url,
-        sync_page_size=3,
-        store_max_attempts=1,
-        store_read_timeout=5,
-        sections={"feeds": feeds},
-    )
+    """The feed tests' settings (tests/feeds/test_feed_sync.py), on ``catalog``."""
+    return dataclasses.replace(feed_settings(cms, **block), database_url=catalog.url)
 
 
 @pytest.fixture
@@ -137,12 +130,7 @@ def test_the_cli_sync_walks_the_feed_once(cms: CmsServer, sqlite_cli: Cli) -> No
     cms.max_first = 2
     for i in range(7):
         cms.add(f"r{i}", f"clip{i}", f"http://127.0.0.1:9/{i}.mp4")
-    cli = sqlite_cli
-    cli.home.mkdir(parents=True)
-    config = {"feeds": {"premiere": cms.feed_block()}}
-    (cli.home / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    cli.env.update(cms.env)
-    cli.run("source", "add", "premiere", "feed://premiere", "--mount", "/premiere")
+    cli = add_feed_source(cms, sqlite_cli)
     before = [r.after_offset for r in cms.requests]
     result = cli.run("sync", "premiere")
     assert "premiere: 7 added, 0 changed, 0 deleted" in result.stdout
