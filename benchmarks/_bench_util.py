@@ -263,3 +263,20 @@ def rel(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+def pg_big_mount(conn: Any, source_id: int, stamp: str) -> tuple[int, int]:
+    """The catalog benchmarks' mount folder ``/big`` on a psycopg connection (made if
+    missing, with ``stamp`` as its times), and the first free folder id."""
+    row = conn.execute("SELECT id FROM folders WHERE path = '/big'").fetchone()
+    if row is None:
+        row = conn.execute(
+            f"INSERT INTO folders (source_id, parent_id, name, path, meta, state, "
+            f"created_at, updated_at) VALUES (%s, NULL, 'big', '/big', '{{}}', 'present', "
+            f"'{stamp}', '{stamp}') RETURNING id",
+            (source_id,),
+        ).fetchone()
+    assert row is not None
+    first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM folders").fetchone()
+    assert first is not None
+    return int(row[0]), int(first[0])

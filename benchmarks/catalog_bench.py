@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _bench_util import PYTHON, REPO, loadavg, say, wait_quiet
+from _bench_util import PYTHON, REPO, loadavg, pg_big_mount, say, wait_quiet
 
 BASE_COMMIT = "1afa7bc"
 TARGET_MS = 50.0
@@ -224,17 +224,7 @@ def fill_pg(url: str, schema: str, shape: Shape, source_id: int) -> None:
 
     with psycopg.connect(url, autocommit=False) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
-        row = conn.execute("SELECT id FROM folders WHERE path = '/big'").fetchone()
-        if row is None:
-            row = conn.execute(
-                f"INSERT INTO folders (source_id, parent_id, name, path, meta, state, "
-                f"created_at, updated_at) VALUES (%s, NULL, 'big', '/big', '{{}}', 'present', "
-                f"'{STAMP}', '{STAMP}') RETURNING id",
-                (source_id,),
-            ).fetchone()
-        assert row is not None
-        mount_id = int(row[0])
-        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM folders").fetchone()[0]  # type: ignore[index]
+        mount_id, first = pg_big_mount(conn, source_id, STAMP)
         for table, cols, rows in (
             ("folders", FOLDER_COLS, folder_rows(shape, source_id, mount_id, first)),
             ("items", ITEM_COLS, item_rows(shape, source_id, first)),

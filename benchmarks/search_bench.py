@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench_util import REPO, loadavg, say, wait_quiet
+from _bench_util import REPO, loadavg, pg_big_mount, say, wait_quiet
 
 TARGET_MS = 50.0
 STAMP = "2026-01-02 03:04:05.000000"
@@ -160,19 +160,8 @@ def fill_pg(url: str, schema: str, datasets: int, items: int, source_id: int) ->
 
     with psycopg.connect(url) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
-        row = conn.execute("SELECT id FROM folders WHERE path = '/big'").fetchone()
-        if row is None:
-            row = conn.execute(
-                f"INSERT INTO folders (source_id, parent_id, name, path, meta, state, "
-                f"created_at, updated_at) VALUES (%s, NULL, 'big', '/big', '{{}}', 'present', "
-                f"'{STAMP}', '{STAMP}') RETURNING id",
-                (source_id,),
-            ).fetchone()
-        assert row is not None
-        mount = int(row[0])
-        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM folders").fetchone()
-        assert first is not None
-        folders, item_rows = catalog_rows(datasets, items, source_id, mount, int(first[0]))
+        mount, first = pg_big_mount(conn, source_id, STAMP)
+        folders, item_rows = catalog_rows(datasets, items, source_id, mount, first)
         for table, cols, rows in (
             ("folders", FOLDER_COLS, iter(folders)),
             ("items", ITEM_COLS, item_rows),

@@ -90,49 +90,13 @@ def add_source(
     url: str,
     *,
     env: Mapping[str, str],
-    mount: str | None = None,
-    include: str | None = None,
-    exclude: str | None = None,
     check: bool = True,
-    outputs: Sequence[StoreSpec] = (),
-    schedule: str | None = None,
-    settings: Settings | None = None,
-    known_processors: Iterable[str] | None = None,
-    images: str | None = None,
-    processors: str | Iterable[str] | None = None,
-    output_url: str | None = None,
-    output_layout: str | None = None,
-    output_endpoint_url: str | None = None,
-    **store_options: Any,
+    **options: Any,
 ) -> Source:
-    """Register a source after checking that its store can be listed and that it
-    overlaps none of ``outputs`` (the stores derived files go to: see
-    :func:`mediamirror.stores.output.derived_specs`). ``schedule``: a cron expression
-    to re-sync it on while ``serve`` runs (see :mod:`mediamirror.scheduler`).
-
-    ``images``, ``processors``, ``output_*``: its profile (:mod:`mediamirror.profiles`).
-    With ``settings``, processor names are checked against the installation's processors
-    (or ``known_processors``) and the profile's output location against every source
-    (:func:`mediamirror.stores.output.check_profile_outputs`)."""
-    source = plan_source(
-        catalog,
-        name,
-        url,
-        env=env,
-        mount=mount,
-        include=include,
-        exclude=exclude,
-        outputs=outputs,
-        schedule=schedule,
-        settings=settings,
-        known_processors=known_processors,
-        images=images,
-        processors=processors,
-        output_url=output_url,
-        output_layout=output_layout,
-        output_endpoint_url=output_endpoint_url,
-        **store_options,
-    )
+    """Register a source after checking that its store can be listed: the source
+    :func:`plan_source` validates from ``options`` (mount, filters, outputs, schedule,
+    profile, store options), saved. ``check=False`` skips listing the store."""
+    source = plan_source(catalog, name, url, env=env, **options)
     if check:
         source_store(source, env).check()
     with catalog.session() as session:
@@ -169,7 +133,15 @@ def plan_source(
     """The source :func:`add_source` would register, not saved: every value validated and
     checked against the other sources (it reads the catalog, never writes to it). The
     store is not opened: :mod:`mediamirror.source_check` lists it before anything is
-    saved."""
+    saved.
+
+    The source must overlap none of ``outputs`` (the stores derived files go to: see
+    :func:`mediamirror.stores.output.derived_specs`). ``schedule``: a cron expression to
+    re-sync it on while ``serve`` runs (see :mod:`mediamirror.scheduler`). ``images``,
+    ``processors``, ``output_*``: its profile (:mod:`mediamirror.profiles`). With
+    ``settings``, processor names are checked against the installation's processors (or
+    ``known_processors``) and the profile's output location against every source
+    (:func:`mediamirror.stores.output.check_profile_outputs`)."""
     from mediamirror.scheduler import validate
 
     if not _NAME.match(name):

@@ -12,13 +12,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from helpers import Cli, S3Bucket, free_port
+from helpers import Cli, S3Bucket, free_port, wait_for
 from mediamirror.catalog.db import Catalog
 from mediamirror.catalog.models import FOLDERS, ITEMS
 from mediamirror.jobs.model import JOBS
@@ -43,17 +42,6 @@ def serve(cli: Cli, port: int, **env: str) -> subprocess.Popen[str]:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"serve did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.1)
-
-
-def wait_for(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
 
 

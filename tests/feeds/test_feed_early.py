@@ -9,13 +9,12 @@ a sync that took it over lists the feed as it was, and asks the CMS nothing more
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import Cli, catalog_items
+from helpers import Cli, catalog_items, wait_for
 from mediamirror.catalog.db import Catalog
 from mediamirror.config import Settings
 from mediamirror.sources import add_source, sync_source
@@ -48,14 +47,6 @@ def feed(cms: CmsServer, catalog: Catalog) -> Iterator[Settings]:
     yield settings
     feed_walk.cancel_early()
     configure({})
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        time.sleep(0.01)
 
 
 def test_the_sync_takes_over_the_walk_started_early(

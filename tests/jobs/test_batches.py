@@ -8,26 +8,18 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from mediamirror.jobs.model import JobStatus
 
 from .conftest import Lab
 from .fixtures import python_processor, read_trace
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def make_datasets(lab: Lab, count: int) -> None:
@@ -72,7 +64,7 @@ def test_racing_worker_processes_run_each_job_once(lab: Lab, reaper: Any) -> Non
     def holders() -> set[str]:
         return {j.worker for j in lab.jobs(state=JobStatus.RUNNING.value)}
 
-    wait_until(lambda: len(holders()) == 3, "each worker to hold a job")
+    wait_for(lambda: len(holders()) == 3, "each worker to hold a job", timeout=90)
     gate.touch()
     for proc in workers:
         assert proc.wait(180) == 0
@@ -110,7 +102,7 @@ def test_a_second_worker_runs_what_the_first_claimed_but_did_not_start(
 
     first = reaper(lab.popen("worker", "--concurrency", "1"))
     lab.wait_job(shorts[200], lambda j: j.state == "running", timeout=90, what="the long job")
-    wait_until(lambda: runs(trace, shorts[200], "start") == 1, "the long job to start")
+    wait_for(lambda: runs(trace, shorts[200], "start") == 1, "the long job to start", timeout=90)
     second = lab.worker("--concurrency", "1", timeout=60)
     assert lab.job(shorts[200]).state == "running", "the long job is still running"
     done = {j.id: j for j in lab.jobs()}
@@ -164,7 +156,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(lab: Lab, reaper: Any) -> None:
     ids = [j.id for j in lab.jobs()]
 
     victim = reaper(lab.popen("worker", "--concurrency", "2"))
-    wait_until(lambda: len(lab.jobs(state="success")) >= 40, "some jobs to succeed")
+    wait_for(lambda: len(lab.jobs(state="success")) >= 40, "some jobs to succeed", timeout=90)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     held = {j.id for j in lab.jobs(state="running")}

@@ -540,18 +540,12 @@ class SyncEngine:
         chunk needs only what :meth:`_write` does for new objects: place them, create or
         mark their folders, insert their rows, here straight from ``(key, mtime_ns,
         size)`` without an ObjectInfo or a datetime per file."""
-        for attempt in range(1, retry.ATTEMPTS + 1):
-            try:
-                with self._transaction() as conn:
-                    if not self._insert_fresh(conn, chunk, low):
-                        self._apply(conn, infos(chunk), low, checked=True)
-                return
-            except Exception as exc:
-                self.folders.ids.clear()  # ids cached in the rolled-back transaction
-                if attempt == retry.ATTEMPTS or not retry.transient(exc):
-                    raise
-                name = type(exc).__name__
-                log.info("%s: page after %r written again (%s)", self.source.name, low, name)
+
+        def write(conn: Connection) -> None:
+            if not self._insert_fresh(conn, chunk, low):
+                self._apply(conn, infos(chunk), low, checked=True)
+
+        self._retrying(write, low)
 
     def _insert_fresh(
         self, conn: Connection, chunk: list[tuple[str, int, int]], low: str | None
@@ -614,17 +608,22 @@ class SyncEngine:
         because another writer ran at the same moment: a sync of another source creating
         the same ancestor folder of its mount, or a lock cycle PostgreSQL broke
         (:mod:`mediamirror.catalog.retry`)."""
+        self._retrying(lambda conn: self._apply(conn, chunk, last, checked), last)
+
+    def _retrying(self, write: Callable[[Connection], None], low: str | None) -> None:
+        """``write`` in one transaction, run again (reading afresh) while it fails only
+        because of a concurrent writer."""
         for attempt in range(1, retry.ATTEMPTS + 1):
             try:
                 with self._transaction() as conn:
-                    self._apply(conn, chunk, last, checked)
+                    write(conn)
                 return
             except Exception as exc:
                 self.folders.ids.clear()  # ids cached in the rolled-back transaction
                 if attempt == retry.ATTEMPTS or not retry.transient(exc):
                     raise
                 name = type(exc).__name__
-                log.info("%s: page after %r written again (%s)", self.source.name, last, name)
+                log.info("%s: page after %r written again (%s)", self.source.name, low, name)
 
     # -- one chunk -----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 // Small building blocks shared by the pages.
 
 import { isAbort } from "./api.js";
-import { fmtNumber, h, icon } from "./dom.js";
+import { fmtNumber, fmtSeconds, h, icon, timeEl } from "./dom.js";
 
 const TONES = {
   ready: "ok",
@@ -268,4 +268,32 @@ export function select({ label, value, options, onChange, id }) {
   );
   el.value = value;
   return h("label", { class: "field-inline" }, h("span", { class: "field-label" }, label), el);
+}
+
+// A source's last sync runs, newest first (the sources list and the source page).
+export function runsTable(runs) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: "table table-sm" },
+      h("caption", { class: "sr-only" }, "Last sync runs, newest first"),
+      h("thead", null, h("tr", null, ["Started", "State", "Added", "Changed", "Deleted", "Unchanged", "Took"].map((t, i) => h("th", { scope: "col", class: i > 1 ? "num" : null }, t)))),
+      h(
+        "tbody",
+        null,
+        runs.map((r) =>
+          h(
+            "tr",
+            { "data-run": r.id, "data-state": r.state },
+            h("td", null, timeEl(r.started_at)),
+            h("td", null, pill(r.state, r.state === "success" ? "Synced" : null), r.error ? h("div", { class: "sd-run-error" }, r.error) : null),
+            [r.added, r.changed, r.deleted, r.unchanged].map((n) => h("td", { class: "num" }, fmtNumber(n))),
+            h("td", { class: "num" }, fmtSeconds(r.seconds)),
+          ),
+        ),
+      ),
+    ),
+  );
 }

@@ -31,11 +31,11 @@ export function mountSearchBox(slot, { navigate }) {
     "data-testid": "searchbox",
   });
   const list = h("ul", { id: `${uid}-list`, class: "searchbox-list", role: "listbox", "aria-label": "Search results", hidden: true });
-  const status = h("p", { class: "search-sr", role: "status", "aria-live": "polite" });
+  const status = h("p", { class: "sr-only", role: "status", "aria-live": "polite" });
   const box = h(
     "div",
     { class: "searchbox", role: "search" },
-    h("label", { class: "search-sr", for: input.id }, "Search the catalog"),
+    h("label", { class: "sr-only", for: input.id }, "Search the catalog"),
     h("span", { class: "searchbox-icon", "aria-hidden": "true" }, magnifier()),
     input,
     h("kbd", { class: "searchbox-key", "aria-hidden": "true", title: "Press / to search" }, "/"),

@@ -208,9 +208,9 @@ function filtersForm(current, sources, apply) {
         h(
           "div",
           { class: "search-pair", role: "group", "aria-labelledby": "search-processor-label" },
-          h("label", { class: "search-sr", for: "search-processor" }, "Processor name (empty: any)"),
+          h("label", { class: "sr-only", for: "search-processor" }, "Processor name (empty: any)"),
           processor,
-          h("label", { class: "search-sr", for: "search-processor-state" }, "Job state"),
+          h("label", { class: "sr-only", for: "search-processor-state" }, "Job state"),
           state,
         ),
       ),

@@ -3,8 +3,8 @@
 // remove (with a confirmation that says what happens to the catalog).
 
 import { isAbort } from "../api.js";
-import { actionButton, card, pageHeader, pill } from "../components.js";
-import { fmtDate, fmtNumber, fmtSeconds, h, icon, timeEl } from "../dom.js";
+import { actionButton, card, pageHeader, pill, runsTable } from "../components.js";
+import { fmtDate, fmtNumber, h, icon, timeEl } from "../dom.js";
 
 const PROVIDERS = {
   aws: "AWS S3 (through an SNS topic)",
@@ -127,32 +127,7 @@ function showRuns(box, runs, isAdmin) {
     box.replaceChildren(h("p", { class: "card-empty" }, isAdmin ? "Not synced yet. Sync now mirrors it for the first time." : "Not synced yet."));
     return;
   }
-  box.replaceChildren(
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "table table-sm" },
-        h("caption", { class: "sd-sr-only" }, "Last sync runs, newest first"),
-        h("thead", null, h("tr", null, ["Started", "State", "Added", "Changed", "Deleted", "Unchanged", "Took"].map((t, i) => h("th", { scope: "col", class: i > 1 ? "num" : null }, t)))),
-        h(
-          "tbody",
-          null,
-          runs.map((r) =>
-            h(
-              "tr",
-              { "data-run": r.id, "data-state": r.state },
-              h("td", null, timeEl(r.started_at)),
-              h("td", null, pill(r.state, r.state === "success" ? "Synced" : null), r.error ? h("div", { class: "sd-run-error" }, r.error) : null),
-              [r.added, r.changed, r.deleted, r.unchanged].map((n) => h("td", { class: "num" }, fmtNumber(n))),
-              h("td", { class: "num" }, fmtSeconds(r.seconds)),
-            ),
-          ),
-        ),
-      ),
-    ),
-  );
+  box.replaceChildren(runsTable(runs));
 }
 
 // -- push set-up -------------------------------------------------------------------------------
@@ -292,7 +267,7 @@ function showEvents(box, data) {
         h(
           "table",
           { class: "table table-sm" },
-          h("caption", { class: "sd-sr-only" }, "Last events received for this source, newest first"),
+          h("caption", { class: "sr-only" }, "Last events received for this source, newest first"),
           h("thead", null, h("tr", null, ["Received", "Channel", "Event", "Key", "Outcome"].map((t) => h("th", { scope: "col" }, t)))),
           h(
             "tbody",

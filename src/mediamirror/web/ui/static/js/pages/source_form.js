@@ -213,16 +213,23 @@ function addForm(ctx) {
     }
   };
 
+  // The form's body, or null after saying (and focusing) what is missing.
+  const checkedBody = () => {
+    const b = body();
+    const bad = missing(b);
+    if (bad) {
+      result.error(bad[1]);
+      bad[0].focus();
+      return null;
+    }
+    result.clear();
+    return b;
+  };
+
   const runCheck = () =>
     busy(checkBtn, async () => {
-      const b = body();
-      const bad = missing(b);
-      if (bad) {
-        result.error(bad[1]);
-        bad[0].focus();
-        return;
-      }
-      result.clear();
+      const b = checkedBody();
+      if (!b) return;
       checkedOk = false;
       staleNote.remove();
       try {
@@ -295,14 +302,8 @@ function addForm(ctx) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     await busy(saveBtn, async () => {
-      const b = body();
-      const bad = missing(b);
-      if (bad) {
-        result.error(bad[1]);
-        bad[0].focus();
-        return;
-      }
-      result.clear();
+      const b = checkedBody();
+      if (!b) return;
       try {
         const created = await ctx.api("sources", { method: "POST", body: { ...b, check: true } });
         ctx.toast(`Source ${created.name} added`);

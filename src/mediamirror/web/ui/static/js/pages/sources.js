@@ -1,6 +1,6 @@
 // Sources: what is mirrored from where, the last sync's figures, and "Sync now".
 
-import { actionButton, card, emptyState, pageHeader, pill } from "../components.js";
+import { actionButton, card, emptyState, pageHeader, pill, runsTable } from "../components.js";
 import { fmtDate, fmtNumber, fmtSeconds, h, icon, timeEl } from "../dom.js";
 
 export async function render(page, ctx) {
@@ -196,31 +196,7 @@ async function loadRuns(ctx, name, box) {
       box.replaceChildren(h("p", { class: "muted small" }, "No runs yet."));
       return;
     }
-    box.replaceChildren(
-      h(
-        "div",
-        { class: "table-wrap" },
-        h(
-          "table",
-          { class: "table table-sm" },
-          h("thead", null, h("tr", null, ["Started", "State", "Added", "Changed", "Deleted", "Unchanged", "Took"].map((t, i) => h("th", { class: i > 1 ? "num" : null }, t)))),
-          h(
-            "tbody",
-            null,
-            runs.map((r) =>
-              h(
-                "tr",
-                null,
-                h("td", null, timeEl(r.started_at)),
-                h("td", null, pill(r.state, r.state === "success" ? "Synced" : null)),
-                [r.added, r.changed, r.deleted, r.unchanged].map((n) => h("td", { class: "num" }, fmtNumber(n))),
-                h("td", { class: "num" }, fmtSeconds(r.seconds)),
-              ),
-            ),
-          ),
-        ),
-      ),
-    );
+    box.replaceChildren(runsTable(runs));
   } catch (err) {
     box.replaceChildren(h("p", { class: "muted small" }, `Runs could not be loaded: ${err.message}`));
   }
